@@ -1,0 +1,52 @@
+"""The `multipl-moe` command: one subcommand per job.
+
+Each subcommand lives in its own module under `multipl_moe.commands` and exposes
+`add_parser(subparsers)` (which sets `func`) so that this file stays a thin dispatcher and
+importing the CLI does not import torch until a command actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (module name under multipl_moe.commands) in the order `--help` lists them.
+COMMAND_MODULES = [
+]
+
+
+class UserError(Exception):
+    """A mistake in the user's input: reported as one line, never as a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multipl-moe",
+        description="Upcycle a dense code LLM into a hybrid token+segment mixture of experts, "
+        "train it on multi-language code, and evaluate it on MultiPL-E.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"multipl_moe.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"multipl-moe {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `multipl-moe` CLI, one module each."""
