@@ -1,0 +1,287 @@
+"""Segment level of the hybrid block: experts choose windows of `a` tokens (METHOD.md 2.2 and 4).
+
+Shape legend: B batch, L tokens in this call, H hidden, a segment length, R segment rows per
+sequence in this call, G = B*R segment rows in the batch, E segment experts, r capacity (segments
+per expert), C max experts per segment, k experts per segment in causal mode.
+
+Segments are numbered per sequence over its *real* tokens (padding belongs to no segment), so a
+left-padded sequence in a generation batch is cut exactly as the same sequence alone. Tokens are
+placed on a [B, R, a, H] grid by (segment, offset) - the fix for the released code's defect 3.1,
+which pooled segments in one order and gathered them in another whenever B > 1.
+
+Two routing modes:
+- `batch` (the paper): segment representations are pooled over the whole window, and each expert
+  takes its r = floor(V*c/E) best segments among the V in the batch, visiting experts in index
+  order with at most C experts per segment. Positions see later tokens of their window and the
+  rest of the batch, so this mode is not causal and has no incremental form.
+- `causal` (this project): segment p of a sequence is routed from the pooled representation of
+  segment p-1 of the same sequence (segment 0 from a learned vector) to its top-k experts. The
+  routing of a token depends only on earlier complete segments, so a running state
+  (`SegmentState`) makes one-token-at-a-time decoding compute what the full forward computes.
+  Without a capacity the balance is not guaranteed by construction, so this mode adds a Switch
+  load-balance term for its router.
+
+No Python loop over segments or tokens and no host synchronisation: the capacity r of a batch
+with padding is a tensor and masks a top-r_max with r_max computed from shapes alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SegmentMoEConfig
+from .experts import SwiGLUExperts
+
+
+@dataclass
+class SegmentState:
+    """What causal routing must remember between decoding steps, per sequence (batch first)."""
+
+    num_seen_B: torch.Tensor      # long: real tokens processed so far
+    open_acc_BH: torch.Tensor     # fp32 sum (mean pooling) or max of the open segment's tokens
+    route_input_BH: torch.Tensor  # fp32 pooled last complete segment (meaningful once one exists)
+
+    def index_select(self, index_B: torch.Tensor) -> "SegmentState":
+        """Reorder / select sequences (beam search, finished sequences dropped)."""
+        return SegmentState(*(t.index_select(0, index_B.to(t.device)) for t in
+                              (self.num_seen_B, self.open_acc_BH, self.route_input_BH)))
+
+
+@dataclass
+class SegmentOutput:
+    y_BLH: torch.Tensor
+    load_BE: torch.Tensor                    # segments each sequence sent to each expert
+    balance_loss: torch.Tensor | None        # causal mode, training only
+    z_logits_GE: torch.Tensor                # fp32 router logits of the segment rows (z-loss)
+    z_valid_G: torch.Tensor                  # which of those rows are real segments
+    state: SegmentState | None = None
+    # Routing decisions, for tests and analysis: `batch` mode, [E, r_max] rows into the
+    # [B*R] segment grid (R = rows of this call), their gates (0 = not taken).
+    chosen_rows_Er: torch.Tensor | None = None
+    chosen_gates_Er: torch.Tensor | None = None
+
+
+class SegmentMoE(nn.Module):
+    def __init__(self, config: SegmentMoEConfig, hidden_size: int, intermediate_size: int,
+                 hidden_act: str = "silu", dispatch: str = "auto"):
+        super().__init__()
+        self.config = config
+        self.router = nn.Linear(hidden_size, config.num_experts, bias=False)
+        nn.init.normal_(self.router.weight, std=0.02)
+        self.experts = SwiGLUExperts(config.num_experts, hidden_size, intermediate_size, hidden_act, dispatch)
+        if config.routing == "causal":
+            # Segment 0 has no predecessor; it is routed from this learned vector.
+            self.first_segment_query = nn.Parameter(torch.zeros(hidden_size))
+
+    # ----------------------------------------------------------------------------------------
+    # Segment grid: tokens by (sequence, segment row, offset)
+    # ----------------------------------------------------------------------------------------
+    def _grid(self, x_BLH, real_BL, num_seen_B):
+        """Place the call's real tokens on a [B, R, a, H] grid; return it with each token's row/slot.
+
+        Row 0 is the segment that was open when the call started (`num_seen // a`), so its first
+        `num_seen % a` slots hold earlier tokens that are not in this call (left empty here).
+        """
+        a = self.config.segment_length
+        B, L, H = x_BLH.shape
+        has_history = num_seen_B is not None
+        R = (L + a - 1) // a + (1 if has_history else 0)
+        if real_BL is None and not has_history:  # the common training case: a pure view
+            x_pad = F.pad(x_BLH, (0, 0, 0, R * a - L))
+            if self.config.pooling == "max" and R * a > L:
+                x_pad = x_pad.clone()
+                x_pad[:, L:] = float("-inf")
+            pos_BL = torch.arange(L, device=x_BLH.device).expand(B, L)
+            return x_pad.view(B, R, a, H), pos_BL // a, pos_BL % a, R, True
+        real = real_BL if real_BL is not None else torch.ones(B, L, dtype=torch.bool, device=x_BLH.device)
+        seen = num_seen_B if has_history else torch.zeros(B, dtype=torch.long, device=x_BLH.device)
+        pos_BL = seen[:, None] + torch.cumsum(real.long(), 1) - 1
+        row_BL = (pos_BL // a - (seen // a)[:, None]).clamp(min=0)
+        slot_BL = pos_BL.clamp(min=0) % a
+        flat_BL = (torch.arange(B, device=x_BLH.device)[:, None] * R + row_BL) * a + slot_BL
+        dump = B * R * a  # padding tokens all land here, and it is dropped
+        flat_BL = torch.where(real, flat_BL, torch.full_like(flat_BL, dump))
+        fill = float("-inf") if self.config.pooling == "max" else 0.0
+        grid = x_BLH.new_full((dump + 1, H), fill)
+        grid = grid.index_copy(0, flat_BL.reshape(-1), x_BLH.reshape(-1, H))
+        return grid[:dump].view(B, R, a, H), row_BL, slot_BL, R, False
+
+    def _pool(self, grid_BRaH, counts_BR, open_acc_BH):
+        """Pool each row; the open row also folds in the accumulator carried over from earlier calls."""
+        if self.config.pooling == "mean":
+            acc_BRH = grid_BRaH.sum(2, dtype=torch.float32)
+        else:
+            acc_BRH = grid_BRaH.float().amax(2)
+        if open_acc_BH is not None:
+            first = acc_BRH[:, 0] + open_acc_BH if self.config.pooling == "mean" else torch.maximum(acc_BRH[:, 0], open_acc_BH)
+            acc_BRH = torch.cat([first.unsqueeze(1), acc_BRH[:, 1:]], 1)
+        if self.config.pooling == "mean":
+            pooled_BRH = acc_BRH / counts_BR.clamp(min=1).unsqueeze(-1).float()
+        else:
+            pooled_BRH = torch.where(counts_BR.unsqueeze(-1) > 0, acc_BRH, torch.zeros_like(acc_BRH))
+        return acc_BRH, pooled_BRH
+
+    def _gate_scale(self) -> float:
+        return 1.0 / self.config.segment_length if self.config.gate_scale == "inv_length" else 1.0
+
+    # ----------------------------------------------------------------------------------------
+    def forward(self, x_BLH: torch.Tensor, real_BL: torch.Tensor | None = None,
+                state: SegmentState | None = None, compute_balance_loss: bool = False) -> SegmentOutput:
+        if self.config.routing == "batch":
+            if state is not None:
+                raise ValueError("segment routing `batch` has no incremental form: it chooses over "
+                                 "whole windows and the whole batch; recompute the full prefix instead")
+            return self._forward_batch(x_BLH, real_BL)
+        return self._forward_causal(x_BLH, real_BL, state, compute_balance_loss)
+
+    def _row_counts(self, real_BL, num_seen_B, B, L, R, device):
+        """Real tokens in each row, counting those of the open row seen in earlier calls."""
+        a = self.config.segment_length
+        seen = num_seen_B if num_seen_B is not None else torch.zeros(B, dtype=torch.long, device=device)
+        n_new = real_BL.sum(1) if real_BL is not None else torch.full((B,), L, dtype=torch.long, device=device)
+        total_B = seen + n_new
+        start_BR = ((seen // a)[:, None] + torch.arange(R, device=device)) * a
+        return (total_B[:, None] - start_BR).clamp(0, a), total_B
+
+    # ---------------------------------------------------------------------------------- batch
+    def _forward_batch(self, x_BLH, real_BL) -> SegmentOutput:
+        cfg = self.config
+        B, L, H = x_BLH.shape
+        E, a, C = cfg.num_experts, cfg.segment_length, cfg.max_experts_per_segment
+        grid_BRaH, row_BL, slot_BL, R, is_view = self._grid(x_BLH, real_BL, None)
+        counts_BR, _ = self._row_counts(real_BL, None, B, L, R, x_BLH.device)
+        _, pooled_BRH = self._pool(grid_BRaH, counts_BR, None)
+        G = B * R
+        valid_G = (counts_BR > 0).reshape(G)
+        logits_GE = F.linear(pooled_BRH.reshape(G, H), self.router.weight.float())
+        scores_GE = torch.softmax(logits_GE, dim=-1)
+
+        r_max = math.floor(G * cfg.capacity_factor / E)  # capacity if every row were a real segment
+        load_BE = torch.zeros(B, E, dtype=torch.long, device=x_BLH.device)
+        if r_max == 0:  # fewer segments than experts can share: the paper's rule gives no expert any
+            return SegmentOutput(torch.zeros_like(x_BLH), load_BE, None, logits_GE, valid_G)
+        r = torch.floor(valid_G.sum() * cfg.capacity_factor / E).long()  # a tensor: no host sync
+
+        # Expert choice, experts visited in index order, each segment taken at most C times.
+        used_G = torch.zeros(G, dtype=torch.long, device=x_BLH.device)
+        rows, gates, slots, ok = [], [], [], []
+        neg_inf = torch.tensor(float("-inf"), device=x_BLH.device)
+        rank_r = torch.arange(r_max, device=x_BLH.device)
+        for e in range(E):
+            avail = valid_G & (used_G < C)
+            top_val, top_row = torch.topk(torch.where(avail, scores_GE[:, e], neg_inf), r_max)
+            taken = (rank_r < r) & torch.isfinite(top_val)
+            slots.append(used_G[top_row])
+            used_G = used_G.index_add(0, top_row, taken.long())  # top_row has no repeats
+            rows.append(top_row)
+            gates.append(torch.where(taken, top_val, torch.zeros_like(top_val)))
+            ok.append(taken)
+        rows_Er, gates_Er = torch.stack(rows), torch.stack(gates) * self._gate_scale()
+        slots_Er, ok_Er = torch.stack(slots), torch.stack(ok)
+
+        # Each expert runs its r_max segments' tokens (fixed capacity, so no sort is needed).
+        seg_x = grid_BRaH.reshape(G, a, H)
+        if cfg.pooling == "max":  # -inf marks empty slots for max pooling; the experts must see 0
+            seg_x = torch.nan_to_num(seg_x, neginf=0.0)
+        x_rows = seg_x[rows_Er.reshape(-1)].reshape(E * r_max * a, H)
+        expert_ids = torch.arange(E, device=x_BLH.device).repeat_interleave(r_max * a)
+        y_rows = self.experts(x_rows, expert_ids).view(E * r_max, a, H)
+        y_rows = y_rows * gates_Er.reshape(-1, 1, 1).to(y_rows.dtype)
+
+        # Deterministic combine: table[g, c] names the c-th (expert, rank) that took row g.
+        sentinel = E * r_max
+        table_GC = torch.full((G + 1, C), sentinel, dtype=torch.long, device=x_BLH.device)
+        dest_row = torch.where(ok_Er, rows_Er, torch.full_like(rows_Er, G))  # not taken -> dump row
+        table_GC[dest_row.reshape(-1), slots_Er.clamp(max=C - 1).reshape(-1)] = torch.arange(
+            E * r_max, device=x_BLH.device)
+        y_ext = torch.cat([y_rows, y_rows.new_zeros(1, a, H)])
+        y_GaH = y_ext[table_GC[:G, 0]]
+        for c in range(1, C):
+            y_GaH = y_GaH + y_ext[table_GC[:G, c]]
+
+        y_BLH = self._ungrid(y_GaH.view(B, R, a, H), row_BL, slot_BL, real_BL, is_view)
+        seq_of_row = torch.div(rows_Er, R, rounding_mode="floor")
+        load_BE.index_put_((seq_of_row.reshape(-1), torch.arange(E, device=x_BLH.device).repeat_interleave(r_max)),
+                           ok_Er.reshape(-1).long(), accumulate=True)
+        return SegmentOutput(y_BLH, load_BE, None, logits_GE, valid_G,
+                             chosen_rows_Er=rows_Er, chosen_gates_Er=gates_Er)
+
+    def _ungrid(self, y_BRaH, row_BL, slot_BL, real_BL, is_view):
+        B, R, a, H = y_BRaH.shape
+        L = row_BL.shape[1]
+        if is_view:
+            return y_BRaH.reshape(B, R * a, H)[:, :L]
+        flat_BL = (torch.arange(B, device=y_BRaH.device)[:, None] * R + row_BL) * a + slot_BL
+        y_BLH = y_BRaH.reshape(B * R * a, H)[flat_BL.reshape(-1)].view(B, L, H)
+        if real_BL is not None:
+            y_BLH = y_BLH * real_BL.unsqueeze(-1).to(y_BLH.dtype)
+        return y_BLH
+
+    # --------------------------------------------------------------------------------- causal
+    def _forward_causal(self, x_BLH, real_BL, state, compute_balance_loss) -> SegmentOutput:
+        cfg = self.config
+        B, L, H = x_BLH.shape
+        E, a, k = cfg.num_experts, cfg.segment_length, cfg.causal_top_k
+        seen_B = state.num_seen_B if state is not None else None
+        grid_BRaH, row_BL, slot_BL, R, _ = self._grid(x_BLH, real_BL, seen_B)
+        counts_BR, total_B = self._row_counts(real_BL, seen_B, B, L, R, x_BLH.device)
+        acc_BRH, pooled_BRH = self._pool(grid_BRaH, counts_BR, state.open_acc_BH if state is not None else None)
+
+        # Row j is routed from row j-1; row 0 from the carried state, or the learned vector for
+        # a sequence's first segment.
+        first_BH = self.first_segment_query.float().expand(B, H)
+        if state is not None:
+            has_prev = (state.num_seen_B // a >= 1).unsqueeze(-1)
+            first_BH = torch.where(has_prev, state.route_input_BH, first_BH)
+        route_in_BRH = torch.cat([first_BH.unsqueeze(1), pooled_BRH[:, :-1]], 1)
+        logits_BRE = F.linear(route_in_BRH, self.router.weight.float())
+        probs_BRE = torch.softmax(logits_BRE, dim=-1)
+        gate_BRk, expert_BRk = torch.topk(probs_BRE, k, dim=-1)
+        gate_BRk = gate_BRk * self._gate_scale()
+
+        # Every token inherits the routing of its segment; then it is token-level dispatch.
+        expert_BLk = torch.gather(expert_BRk, 1, row_BL.unsqueeze(-1).expand(B, L, k))
+        gate_BLk = torch.gather(gate_BRk, 1, row_BL.unsqueeze(-1).expand(B, L, k))
+        if real_BL is not None:
+            gate_BLk = gate_BLk * real_BL.unsqueeze(-1)
+        x_rows = x_BLH.unsqueeze(2).expand(B, L, k, H).reshape(B * L * k, H)
+        y_rows = self.experts(x_rows, expert_BLk.reshape(-1)).view(B, L, k, H)
+        y_BLH = (y_rows * gate_BLk.to(y_rows.dtype).unsqueeze(-1)).sum(2)
+
+        # Rows that hold tokens of this call (row 0 may hold only earlier tokens).
+        new_BR = torch.zeros(B, R, dtype=torch.long, device=x_BLH.device)
+        real_long = real_BL.long() if real_BL is not None else torch.ones(B, L, dtype=torch.long, device=x_BLH.device)
+        new_BR.scatter_add_(1, row_BL, real_long)
+        active_BR = new_BR > 0
+        load_BE = (F.one_hot(expert_BRk, E).sum(2) * active_BR.unsqueeze(-1)).sum(1)
+
+        balance = None
+        if compute_balance_loss:
+            w = active_BR.float().reshape(-1)
+            n = w.sum().clamp(min=1.0)
+            P_E = (probs_BRE.reshape(-1, E) * w[:, None]).sum(0) / n
+            f_E = load_BE.sum(0).float() / (n * k)
+            balance = E * (f_E * P_E).sum()
+
+        new_state = self._next_state(acc_BRH, pooled_BRH, state, total_B, R)
+        return SegmentOutput(y_BLH, load_BE, balance, logits_BRE.reshape(-1, E), active_BR.reshape(-1),
+                             state=new_state)
+
+    def _next_state(self, acc_BRH, pooled_BRH, state, total_B, R) -> SegmentState:
+        a = self.config.segment_length
+        B, _, H = acc_BRH.shape
+        q0_B = state.num_seen_B // a if state is not None else torch.zeros_like(total_B)
+        j1_B = total_B // a - q0_B  # row of the segment left open; R means "a fresh, empty one"
+        empty = 0.0 if self.config.pooling == "mean" else float("-inf")
+        acc_ext = torch.cat([acc_BRH, acc_BRH.new_full((B, 1, H), empty)], 1)
+        open_acc = torch.gather(acc_ext, 1, j1_B.clamp(max=R).view(B, 1, 1).expand(B, 1, H)).squeeze(1)
+        prev = torch.gather(pooled_BRH, 1, (j1_B - 1).clamp(min=0, max=R - 1).view(B, 1, 1).expand(B, 1, H)).squeeze(1)
+        old_route = state.route_input_BH if state is not None else torch.zeros_like(prev)
+        route_input = torch.where((j1_B >= 1).unsqueeze(-1), prev, old_route)
+        return SegmentState(total_B, open_acc, route_input)
+
