@@ -71,9 +71,12 @@ class SwiGLUExperts(nn.Module):
             return self.forward_reference(x_NH, expert_idx_N)
         return self.forward_grouped(x_NH, expert_idx_N)
 
+    def _swiglu(self, x_nH: torch.Tensor, gate_up_FH: torch.Tensor, down_HI: torch.Tensor) -> torch.Tensor:
+        gate_nI, up_nI = F.linear(x_nH, gate_up_FH).chunk(2, dim=-1)
+        return F.linear(self.act_fn(gate_nI) * up_nI, down_HI)
+
     def _expert(self, e: int, x_nH: torch.Tensor) -> torch.Tensor:
-        gate_nI, up_nI = F.linear(x_nH, self.gate_up_proj[e]).chunk(2, dim=-1)
-        return F.linear(self.act_fn(gate_nI) * up_nI, self.down_proj[e])
+        return self._swiglu(x_nH, self.gate_up_proj[e], self.down_proj[e])
 
     def forward_reference(self, x_NH: torch.Tensor, expert_idx_N: torch.Tensor) -> torch.Tensor:
         """The readable path: one masked gather / compute / scatter per expert."""
@@ -100,8 +103,12 @@ class SwiGLUExperts(nn.Module):
             gate_NI, up_NI = gate_up_NF.chunk(2, dim=-1)
             y_sorted_NH = _grouped_mm(self.act_fn(gate_NI) * up_NI, self.down_proj.transpose(-2, -1), offs=offs_E)
         else:
+            # On CPU a loop over contiguous slices beat CPU grouped_mm (benchmarks/block_dispatch.py).
+            # `unbind` rather than `w[e]`: indexing makes autograd materialise a full-size zero
+            # gradient per expert (select_backward), unbind builds one stacked gradient.
             chunks = torch.split(x_sorted_NH, counts_E.tolist())
-            y_sorted_NH = torch.cat([self._expert(e, c) for e, c in enumerate(chunks)])
+            gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+            y_sorted_NH = torch.cat([self._swiglu(c, gate_up[e], down[e]) for e, c in enumerate(chunks)])
         # Inverse permutation as a gather: deterministic, unlike a scatter-add.
         inverse_N = torch.empty_like(order_N)
         inverse_N[order_N] = torch.arange(order_N.numel(), device=order_N.device)
@@ -120,7 +127,8 @@ def _grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
     """
     key = (device.type, dtype)
     if key not in _grouped_mm_support:
-        ok = _grouped_mm is not None
+        # CPU has a kernel in recent builds, but the slice loop measured faster there.
+        ok = _grouped_mm is not None and device.type != "cpu"
         if ok:
             try:
                 a = torch.zeros(16, 16, device=device, dtype=dtype)
