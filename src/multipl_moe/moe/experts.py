@@ -75,6 +75,20 @@ class SwiGLUExperts(nn.Module):
         gate_nI, up_nI = F.linear(x_nH, gate_up_FH).chunk(2, dim=-1)
         return F.linear(self.act_fn(gate_nI) * up_nI, down_HI)
 
+    def _swiglu_row_stable(self, x_nH, gate_up_FH, down_HI):
+        """SwiGLU whose result for a row does not depend on how many rows the expert got.
+
+        CPU BLAS switches to a small-M kernel with a different summation order below ~16 rows, so
+        a token's output would change in its last bits when *other* tokens are routed elsewhere;
+        that breaks the bit-for-bit causality check (METHOD.md 4). Padding small groups to 16
+        rows costs little: such GEMMs are bound by reading the weights, not by the rows.
+        """
+        n = x_nH.shape[0]
+        if 0 < n < _ROW_STABLE_MIN_ROWS:
+            padded = F.pad(x_nH, (0, 0, 0, _ROW_STABLE_MIN_ROWS - n))
+            return self._swiglu(padded, gate_up_FH, down_HI)[:n]
+        return self._swiglu(x_nH, gate_up_FH, down_HI)
+
     def _expert(self, e: int, x_nH: torch.Tensor) -> torch.Tensor:
         return self._swiglu(x_nH, self.gate_up_proj[e], self.down_proj[e])
 
@@ -108,13 +122,14 @@ class SwiGLUExperts(nn.Module):
             # gradient per expert (select_backward), unbind builds one stacked gradient.
             chunks = torch.split(x_sorted_NH, counts_E.tolist())
             gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
-            y_sorted_NH = torch.cat([self._swiglu(c, gate_up[e], down[e]) for e, c in enumerate(chunks)])
+            y_sorted_NH = torch.cat([self._swiglu_row_stable(c, gate_up[e], down[e]) for e, c in enumerate(chunks)])
         # Inverse permutation as a gather: deterministic, unlike a scatter-add.
         inverse_N = torch.empty_like(order_N)
         inverse_N[order_N] = torch.arange(order_N.numel(), device=order_N.device)
         return y_sorted_NH[inverse_N]
 
 
+_ROW_STABLE_MIN_ROWS = 16
 _grouped_mm = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
 _grouped_mm_support: dict[tuple[str, torch.dtype], bool] = {}
 

@@ -1,0 +1,225 @@
+"""MultiPL-MoE causal LM: a dense base architecture whose FFNs are replaced by the hybrid MoE block.
+
+Everything but the FFN is the base architecture's own transformers code (attention, RoPE, norms,
+KV cache, masks): the decoder model is the base's (`Qwen2Model`, `LlamaModel`, `MistralModel`)
+built on this config, and only the decoder layer's forward is overridden, to hand the MoE block
+what an FFN never needs: the 2-D padding mask, the causal routing state kept in the KV cache, and
+a place to put its auxiliary loss and router statistics (`MoEForwardContext`, passed down as a
+keyword argument that the base model forwards to its layers).
+
+Segment routing `causal` generates with the KV cache: the routing state of each layer lives in
+`MultiplMoECache` beside the keys and values. Routing `batch` has no incremental form (its
+routing looks at whole windows and the whole batch), so generation recomputes the full prefix at
+every step: correct for that mode, and slow.
+
+This file is also copied into every saved checkpoint (remote code), so it imports only torch,
+transformers and the block's own modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ..moe.block import HybridMoEBlock
+from ..moe.experts import SwiGLUExperts
+from ..moe.segment_moe import SegmentMoE
+from .configuration_multipl_moe import SUPPORTED_BASES, MultiplMoEConfig
+
+
+class MultiplMoECache(DynamicCache):
+    """A DynamicCache that also carries each layer's causal segment-routing state."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.segment_states: dict = {}
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self.segment_states = {i: s.index_select(beam_idx) for i, s in self.segment_states.items()}
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self.segment_states = {i: s.index_select(indices) for i, s in self.segment_states.items()}
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self.segment_states = {
+            i: s.index_select(torch.arange(s.num_seen_B.shape[0], device=s.num_seen_B.device).repeat_interleave(repeats))
+            for i, s in self.segment_states.items()}
+
+    def crop(self, max_length: int) -> None:
+        if self.segment_states and max_length < self.get_seq_length():
+            raise NotImplementedError("cropping a MultiPL-MoE cache would need the routing state of an earlier "
+                                      "position (assisted decoding and prefix re-use are not supported)")
+        super().crop(max_length)
+
+
+@dataclass
+class MoEForwardContext:
+    """What the MoE blocks need from the whole model's forward, and what they give back."""
+
+    attention_mask_2d: torch.Tensor | None
+    cache: object | None
+    aux_losses: list = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    def run(self, block: HybridMoEBlock, x_BSH: torch.Tensor) -> torch.Tensor:
+        S = x_BSH.shape[1]
+        mask = self.attention_mask_2d
+        if mask is not None and mask.dim() == 2:
+            mask = mask[:, -S:]  # generation passes the mask of past + current tokens
+        else:
+            mask = None
+        states = getattr(self.cache, "segment_states", None) if self.cache is not None else None
+        use_state = states is not None and block.segment_moe is not None and block.is_causal
+        out = block(x_BSH, mask, states.get(block.layer_idx) if use_state else None)
+        if use_state:
+            states[block.layer_idx] = out.segment_state
+        if out.aux_loss is not None:
+            self.aux_losses.append(out.aux_loss)
+        self.stats[block.layer_idx] = out.stats
+        return out.hidden_states
+
+
+def _moe_decoder_layer_forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
+                               use_cache=False, position_embeddings=None, moe_context=None, **kwargs):
+    """The base decoder layer's forward (Qwen2, Llama and Mistral share it), with the MoE FFN."""
+    residual = hidden_states
+    hidden_states = self.input_layernorm(hidden_states)
+    hidden_states, _ = self.self_attn(hidden_states=hidden_states, attention_mask=attention_mask,
+                                      position_ids=position_ids, past_key_values=past_key_values,
+                                      use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
+    hidden_states = residual + hidden_states
+    residual = hidden_states
+    hidden_states = self.post_attention_layernorm(hidden_states)
+    if isinstance(self.mlp, HybridMoEBlock):
+        if moe_context is None:  # called on its own, outside MultiplMoEForCausalLM
+            moe_context = MoEForwardContext(None, None)
+        hidden_states = moe_context.run(self.mlp, hidden_states)
+    else:
+        hidden_states = self.mlp(hidden_states)
+    return residual + hidden_states
+
+
+_LAYER_CLASSES: dict[type, type] = {}
+
+
+def _moe_layer_class(base_layer_cls: type) -> type:
+    """`<Base>DecoderLayer` with the MoE-aware forward; one subclass per base, made once."""
+    if base_layer_cls not in _LAYER_CLASSES:
+        _LAYER_CLASSES[base_layer_cls] = type(f"MultiplMoE{base_layer_cls.__name__}", (base_layer_cls,),
+                                              {"forward": _moe_decoder_layer_forward})
+    return _LAYER_CLASSES[base_layer_cls]
+
+
+def build_decoder(config: MultiplMoEConfig) -> nn.Module:
+    """The base architecture's decoder, on this config, with MoE blocks in the configured layers."""
+    import transformers
+
+    decoder_cls = getattr(transformers, SUPPORTED_BASES[config.base_model_type][1])
+    decoder = decoder_cls(config)
+    moe_cfg = config.moe_config
+    for idx, layer in enumerate(decoder.layers):
+        layer.__class__ = _moe_layer_class(type(layer))
+        if config.is_moe_layer(idx):
+            block = HybridMoEBlock(moe_cfg, config.hidden_size, config.intermediate_size, config.hidden_act)
+            block.layer_idx = idx
+            layer.mlp = block
+    return decoder
+
+
+class MultiplMoEPreTrainedModel(PreTrainedModel):
+    config_class = MultiplMoEConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Qwen2DecoderLayer", "LlamaDecoderLayer", "MistralDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = getattr(self.config, "initializer_range", 0.02)
+        if isinstance(module, SwiGLUExperts):
+            module.gate_up_proj.normal_(0.0, std)
+            module.down_proj.normal_(0.0, std)
+        elif isinstance(module, SegmentMoE) and hasattr(module, "first_segment_query"):
+            module.first_segment_query.zero_()
+        elif isinstance(module, HybridMoEBlock) and hasattr(module, "segment_gate"):
+            module.segment_gate.zero_()
+        else:
+            super()._init_weights(module)
+
+
+@dataclass
+class MultiplMoECausalLMOutput(CausalLMOutputWithPast):
+    aux_loss: torch.Tensor | None = None
+    router_stats: dict | None = None
+
+
+class MultiplMoEForCausalLM(MultiplMoEPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: MultiplMoEConfig):
+        super().__init__(config)
+        self.model = build_decoder(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+        if not self.routing_is_causal:
+            self.generation_config.use_cache = False
+
+    @property
+    def routing_is_causal(self) -> bool:
+        moe = self.config.moe_config
+        return not moe.segment.enabled or moe.segment.routing == "causal"
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return True
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        if not self.routing_is_causal:
+            generation_config.use_cache = False  # batch routing: recompute the full prefix each step
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        cache = model_kwargs.get("past_key_values")
+        if type(cache) is DynamicCache and cache.get_seq_length() == 0:
+            model_kwargs["past_key_values"] = MultiplMoECache(config=self.config)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):
+        use_cache = use_cache if use_cache is not None else getattr(self.config, "use_cache", True)
+        if not self.routing_is_causal:
+            if past_key_values is not None and past_key_values.get_seq_length() > 0:
+                raise ValueError("segment routing `batch` cannot continue from a KV cache: pass the whole "
+                                 "sequence (generate() does this automatically)")
+            use_cache, past_key_values = False, None
+        if use_cache and past_key_values is None:
+            past_key_values = MultiplMoECache(config=self.config)
+        if past_key_values is not None and not hasattr(past_key_values, "segment_states"):
+            if past_key_values.get_seq_length() > 0:
+                raise ValueError("this cache was filled without MultiPL-MoE's routing state; start from an "
+                                 "empty cache (MultiplMoECache)")
+            past_key_values.segment_states = {}
+        ctx = MoEForwardContext(attention_mask, past_key_values if use_cache else None)
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+                             moe_context=ctx, **kwargs)
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        aux_loss = torch.stack(ctx.aux_losses).sum() if ctx.aux_losses else None
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            if aux_loss is not None:
+                loss = loss + aux_loss.to(loss.device)
+        return MultiplMoECausalLMOutput(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                                        hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+                                        aux_loss=aux_loss, router_stats=ctx.stats)
