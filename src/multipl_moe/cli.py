@@ -13,6 +13,10 @@ import sys
 
 # (module name under multipl_moe.commands) in the order `--help` lists them.
 COMMAND_MODULES = [
+    "upcycle",
+    "info",
+    "export",
+    "data",
 ]
 
 

@@ -1,0 +1,47 @@
+"""`multipl-moe info`: parameter counts of a MultiPL-MoE checkpoint, or of a base + preset."""
+
+from __future__ import annotations
+
+import json
+
+from ..cli import UserError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "info", help="total and active parameters, experts per layer, frozen/trainable counts",
+        description="Report the size of a MultiPL-MoE model from its config alone (no weights are read). "
+        "DIR is a MultiPL-MoE checkpoint, or a dense checkpoint / hub id together with --preset to see what "
+        "upcycling it would give.")
+    p.add_argument("model", metavar="DIR", help="checkpoint directory or hub id")
+    p.add_argument("--preset", default=None, help="for a dense DIR: the preset to apply (default: paper)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..model_info import format_info, model_info
+    from ..modeling import MultiplMoEConfig
+    from ..moe import ConfigError
+    from ..presets import resolve_preset
+    from ..upcycle import CheckpointError, load_base_config
+
+    try:
+        from transformers import AutoConfig
+
+        try:
+            raw = AutoConfig.from_pretrained(args.model)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read the config of {args.model!r}: {e}") from None
+        if isinstance(raw, MultiplMoEConfig):
+            if args.preset:
+                raise UserError(f"{args.model} is already a MultiPL-MoE checkpoint; --preset applies to dense ones")
+            config = raw
+        else:
+            base = load_base_config(args.model)
+            config = MultiplMoEConfig.from_base(base, resolve_preset(args.preset or "paper"))
+    except (CheckpointError, ConfigError, KeyError, FileNotFoundError) as e:
+        raise UserError(str(e).strip("'\"")) from None
+    info = model_info(config)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
