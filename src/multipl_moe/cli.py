@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "info",
     "export",
     "data",
+    "train",
 ]
 
 

@@ -129,11 +129,14 @@ def upcycle_model(dense, moe: HybridMoEConfig, moe_layers: list[int] | None = No
     return model.eval()
 
 
-def save_checkpoint(model, out: str | Path, tokenizer_source: str | None = None, force: bool = False) -> Path:
-    """save_pretrained + tokenizer + remote code, all or nothing."""
+def save_checkpoint(model, out: str | Path, tokenizer_source: str | None = None, force: bool = False,
+                    tokenizer=None) -> Path:
+    """save_pretrained + tokenizer (an object, or copied from a checkpoint) + remote code, all or nothing."""
     with atomic_dir(out, force=force) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer_source is not None:
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        elif tokenizer_source is not None:
             copy_tokenizer(tokenizer_source, tmp)
         if isinstance(model, MultiplMoEForCausalLM):
             write_remote_code(tmp)

@@ -43,6 +43,8 @@ class HybridMoEBlock(nn.Module):
                             if config.segment.enabled else None)
         if self.segment_moe is not None and config.fusion == "preserving":
             self.segment_gate = nn.Parameter(torch.zeros(()))
+        # Set by a data-parallel trainer to average balance statistics over the global batch.
+        self.balance_reduce = None
 
     @property
     def is_causal(self) -> bool:
@@ -79,7 +81,7 @@ class HybridMoEBlock(nn.Module):
         training = self.training
         aux = None
         if training:
-            lb = load_balance_loss(routing, real_T)
+            lb = load_balance_loss(routing, real_T, self.balance_reduce)
             stats["load_balance_loss"] = lb.detach()
             aux = cfg.load_balance_coef * lb
             if cfg.router_z_loss_coef > 0:

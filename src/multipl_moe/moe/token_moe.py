@@ -81,14 +81,14 @@ class TokenMoE(nn.Module):
         return y_TH, routing
 
 
-def load_balance_loss(routing: TokenRouting, real_T: torch.Tensor | None) -> torch.Tensor:
+def load_balance_loss(routing: TokenRouting, real_T: torch.Tensor | None, reduce=None) -> torch.Tensor:
     """Switch load-balance loss over the routed experts, fp32, padding excluded.
 
     L = E * sum_i f_i P_i, f_i the fraction of routed selections that went to expert i and P_i the
     mean router probability of i renormalised over the routed experts. The shared expert is
     excluded: it is always selected, so it carries no balance signal (the released code counts it
     and divides by 4 selections per token where there are 2, METHOD.md 3.5). Equals 1 when
-    perfectly balanced.
+    perfectly balanced. `reduce` averages f and P over processes (equal token counts assumed).
     """
     probs_TE, idx_TK = routing.routed_probs_TE, routing.routed_idx_TK
     E = probs_TE.shape[1]
@@ -98,6 +98,8 @@ def load_balance_loss(routing: TokenRouting, real_T: torch.Tensor | None) -> tor
     counts_E = torch.zeros(E, device=probs_TE.device, dtype=torch.float32)
     counts_E.index_add_(0, idx_TK.reshape(-1), weight_T.repeat_interleave(idx_TK.shape[1]))
     f_E = counts_E / (n_real * idx_TK.shape[1])
+    if reduce is not None:  # e.g. a mean over data-parallel processes: the global batch's f and P
+        f_E, P_E = reduce(f_E), reduce(P_E)
     return E * (f_E * P_E).sum()
 
 
