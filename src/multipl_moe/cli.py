@@ -18,6 +18,9 @@ COMMAND_MODULES = [
     "export",
     "data",
     "train",
+    "eval",
+    "execute",
+    "report",
 ]
 
 
@@ -54,4 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m multipl_moe.cli`: dispatch through the imported module, so that the
+    # UserError the commands raise is the class `main` catches (not a copy made for __main__).
+    from multipl_moe.cli import main as _main
+
+    sys.exit(_main())

@@ -93,7 +93,8 @@ class HybridMoEBlock(nn.Module):
         if self.segment_moe is None:
             out_BSH = y_BSH if cfg.token_weight == 1.0 else cfg.token_weight * y_BSH
         else:
-            seg = self.segment_moe(x_BSH, real_BS, segment_state, compute_balance_loss=training)
+            seg = self.segment_moe(x_BSH, real_BS, segment_state, compute_balance_loss=training,
+                                   balance_reduce=self.balance_reduce)
             new_state = seg.state
             stats["segment_load"] = seg.load_BE
             if training:

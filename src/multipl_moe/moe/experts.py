@@ -6,9 +6,15 @@ I expert intermediate size, E experts, F = 2I (gate and up projections fused).
 The weight layout is transformers 5's for MoE models (`gate_up_proj [E, 2I, H]`,
 `down_proj [E, H, I]`), so weights move to and from Qwen2-MoE checkpoints without reshaping.
 
-Both dispatch paths compute, for every row n, `E_{expert_idx[n]}(x[n])` and return the rows in the
-order they came in; callers weight and combine them, so the combine is deterministic (no
-scatter-add with colliding indices, which is non-deterministic on GPUs).
+Three entry points, each with a readable `reference` path and a fast one behind `dispatch`:
+- `forward(x_NH, expert_idx_N)`: row n through expert `expert_idx[n]`, rows returned in order;
+- `forward_weighted(x_TH, expert_idx_TK, weight_TK)`: token choice, sum_k w[t,k] E_{idx[t,k]}(x[t]);
+- `forward_sorted(x_NH, rows_per_expert)`: rows already grouped by expert (expert choice).
+Every combine is a gather and a sum in a fixed order, never a scatter-add with colliding indices
+(non-deterministic on GPUs), in the forward and in the hand-written backwards alike.
+
+The fast path on CPU (and wherever `grouped_mm` is missing) is `_GroupedSwiGLU`: a loop over
+experts with a hand-written backward; on CUDA it is `grouped_mm` through autograd.
 """
 
 from __future__ import annotations
@@ -71,6 +77,42 @@ class SwiGLUExperts(nn.Module):
             return self.forward_reference(x_NH, expert_idx_N)
         return self.forward_grouped(x_NH, expert_idx_N)
 
+    def forward_weighted(self, x_TH: torch.Tensor, expert_idx_TK: torch.Tensor,
+                         weight_TK: torch.Tensor) -> torch.Tensor:
+        """y[t] = sum_k weight[t, k] * E_{expert_idx[t, k]}(x[t]): token-choice routing in one call.
+
+        The k-th choices are summed in k order, a deterministic combine, on either path.
+        """
+        T, K = expert_idx_TK.shape
+        w_TK = weight_TK.to(x_TH.dtype)
+        if self.dispatch == "reference":
+            rows_NH = x_TH.unsqueeze(1).expand(T, K, x_TH.shape[1]).reshape(T * K, -1)
+            y_TKH = self.forward_reference(rows_NH, expert_idx_TK.reshape(-1)).view(T, K, -1)
+            return (y_TKH * w_TK.unsqueeze(-1)).sum(1)
+        # The fast path never builds the [T, K, H] copies: it gathers x's rows straight into
+        # expert order, applies the gates there, and sums the K choices while unsorting.
+        idx_N = expert_idx_TK.reshape(-1)
+        order_N, inverse_N = _sort_by_expert(idx_N)
+        src_N = torch.div(order_N, K, rounding_mode="floor") if K > 1 else order_N
+        x_sorted_NH = _GatherRows.apply(x_TH, src_N, inverse_N, K)
+        y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(idx_N, minlength=self.num_experts))
+        y_sorted_NH = y_sorted_NH * w_TK.reshape(-1).index_select(0, order_N).unsqueeze(-1)
+        return _ScatterRows.apply(y_sorted_NH, src_N, inverse_N, K)
+
+    def forward_sorted(self, x_NH: torch.Tensor, rows_per_expert: int) -> torch.Tensor:
+        """Rows already grouped by expert, `rows_per_expert` each, experts in index order.
+
+        Expert-choice routing produces exactly this layout, so nothing is sorted, and the group
+        sizes come from shapes: no host synchronisation.
+        """
+        if self.dispatch == "reference":
+            idx_N = torch.arange(self.num_experts, device=x_NH.device).repeat_interleave(rows_per_expert)
+            return self.forward_reference(x_NH, idx_N)
+        if self._use_grouped_mm(x_NH):
+            offs_E = torch.arange(1, self.num_experts + 1, device=x_NH.device, dtype=torch.int32) * rows_per_expert
+            return self._grouped_mm_path(x_NH, offs_E)
+        return self._grouped_loop(x_NH, [rows_per_expert] * self.num_experts)
+
     def _swiglu(self, x_nH: torch.Tensor, gate_up_FH: torch.Tensor, down_HI: torch.Tensor) -> torch.Tensor:
         gate_nI, up_nI = F.linear(x_nH, gate_up_FH).chunk(2, dim=-1)
         return F.linear(self.act_fn(gate_nI) * up_nI, down_HI)
@@ -104,29 +146,164 @@ class SwiGLUExperts(nn.Module):
     def forward_grouped(self, x_NH: torch.Tensor, expert_idx_N: torch.Tensor) -> torch.Tensor:
         """The fast path: sort rows by expert once, one grouped matmul per projection, unsort.
 
-        `torch.nn.functional.grouped_mm` takes the group boundaries as a device tensor, so no
-        host synchronisation is needed; without it, a loop over contiguous slices (one sync for
-        the sizes) does the same work.
+        The sort and the unsort are gathers whose gradients are gathers too (`_GatherRows`), not
+        scatters: deterministic on every device, and cheap on CPU where a scatter-add runs serially.
         """
-        order_N = torch.argsort(expert_idx_N, stable=True)
-        x_sorted_NH = x_NH[order_N]
-        counts_E = torch.bincount(expert_idx_N, minlength=self.num_experts)
-        if x_NH.dtype == self.gate_up_proj.dtype and _grouped_mm_supported(x_NH.device, x_NH.dtype):
-            offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
-            gate_up_NF = _grouped_mm(x_sorted_NH, self.gate_up_proj.transpose(-2, -1), offs=offs_E)
-            gate_NI, up_NI = gate_up_NF.chunk(2, dim=-1)
-            y_sorted_NH = _grouped_mm(self.act_fn(gate_NI) * up_NI, self.down_proj.transpose(-2, -1), offs=offs_E)
-        else:
-            # On CPU a loop over contiguous slices beat CPU grouped_mm (benchmarks/block_dispatch.py).
-            # `unbind` rather than `w[e]`: indexing makes autograd materialise a full-size zero
-            # gradient per expert (select_backward), unbind builds one stacked gradient.
-            chunks = torch.split(x_sorted_NH, counts_E.tolist())
-            gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
-            y_sorted_NH = torch.cat([self._swiglu_row_stable(c, gate_up[e], down[e]) for e, c in enumerate(chunks)])
-        # Inverse permutation as a gather: deterministic, unlike a scatter-add.
-        inverse_N = torch.empty_like(order_N)
-        inverse_N[order_N] = torch.arange(order_N.numel(), device=order_N.device)
-        return y_sorted_NH[inverse_N]
+        order_N, inverse_N = _sort_by_expert(expert_idx_N)
+        x_sorted_NH = _GatherRows.apply(x_NH, order_N, inverse_N, 1)
+        y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(expert_idx_N, minlength=self.num_experts))
+        return _ScatterRows.apply(y_sorted_NH, order_N, inverse_N, 1)
+
+    def _use_grouped_mm(self, x_NH: torch.Tensor) -> bool:
+        return x_NH.dtype == self.gate_up_proj.dtype and _grouped_mm_supported(x_NH.device, x_NH.dtype)
+
+    def _grouped(self, x_sorted_NH: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        """Rows sorted by expert, `counts_E` rows each: the grouped kernel, or a loop over experts."""
+        if self._use_grouped_mm(x_sorted_NH):
+            # grouped_mm takes the group boundaries as a device tensor: no host synchronisation.
+            return self._grouped_mm_path(x_sorted_NH, torch.cumsum(counts_E, 0).to(torch.int32))
+        return self._grouped_loop(x_sorted_NH, counts_E.tolist())
+
+    def _grouped_mm_path(self, x_sorted_NH: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
+        gate_up_NF = _grouped_mm(x_sorted_NH, self.gate_up_proj.transpose(-2, -1), offs=offs_E)
+        gate_NI, up_NI = gate_up_NF.chunk(2, dim=-1)
+        return _grouped_mm(self.act_fn(gate_NI) * up_NI, self.down_proj.transpose(-2, -1), offs=offs_E)
+
+    def _grouped_loop(self, x_sorted_NH: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        # On CPU a loop over contiguous slices beat CPU grouped_mm (benchmarks/block.py).
+        if self.act_fn is F.silu and x_sorted_NH.dtype == self.gate_up_proj.dtype:
+            return _GroupedSwiGLU.apply(x_sorted_NH, self.gate_up_proj, self.down_proj, tuple(counts))
+        # Other activations: the same loop through autograd. `unbind` rather than `w[e]`: indexing
+        # makes autograd materialise a full-size zero gradient per expert (select_backward).
+        chunks = torch.split(x_sorted_NH, counts)
+        gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+        return torch.cat([self._swiglu_row_stable(c, gate_up[e], down[e]) for e, c in enumerate(chunks)])
+
+
+def _sort_by_expert(expert_idx_N: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stable order of the rows by expert, and its inverse permutation (built by a gather)."""
+    order_N = torch.argsort(expert_idx_N, stable=True)
+    inverse_N = torch.empty_like(order_N)
+    inverse_N[order_N] = torch.arange(order_N.numel(), device=order_N.device)
+    return order_N, inverse_N
+
+
+def _unsort_rows(y_sorted_NH: torch.Tensor, inverse_N: torch.Tensor, k: int) -> torch.Tensor:
+    y_NH = y_sorted_NH.index_select(0, inverse_N)
+    return y_NH if k == 1 else y_NH.view(-1, k, y_NH.shape[-1]).sum(1)
+
+
+class _GatherRows(torch.autograd.Function):
+    """x_TH's rows in expert order: sorted row n is x[src[n]] (src = order // k, k choices per token).
+
+    The gradient is `_ScatterRows`'s forward: a gather by the inverse permutation and a sum over
+    the k choices, where autograd's own gradient of a gather would be a scatter-add.
+    """
+
+    @staticmethod
+    def forward(ctx, x_TH, src_N, inverse_N, k):
+        ctx.save_for_backward(src_N, inverse_N)
+        ctx.k = k
+        return x_TH.index_select(0, src_N)
+
+    @staticmethod
+    def backward(ctx, g_NH):
+        src_N, inverse_N = ctx.saved_tensors
+        return _unsort_rows(g_NH, inverse_N, ctx.k), None, None, None
+
+
+class _ScatterRows(torch.autograd.Function):
+    """The adjoint of `_GatherRows`: unsort the rows and sum each token's k choices, in k order."""
+
+    @staticmethod
+    def forward(ctx, y_sorted_NH, src_N, inverse_N, k):
+        ctx.save_for_backward(src_N, inverse_N)
+        return _unsort_rows(y_sorted_NH, inverse_N, k)
+
+    @staticmethod
+    def backward(ctx, g_TH):
+        src_N, _ = ctx.saved_tensors
+        return g_TH.index_select(0, src_N), None, None, None
+
+
+def _swiglu_into(x_nH, gate_up_nF, act_nI, h_nI, y_nH, gate_up_FH, down_HI) -> None:
+    I = act_nI.shape[1]
+    torch.mm(x_nH, gate_up_FH.t(), out=gate_up_nF)
+    torch.ops.aten.silu.out(gate_up_nF[:, :I], out=act_nI)
+    torch.mul(act_nI, gate_up_nF[:, I:], out=h_nI)
+    torch.mm(h_nI, down_HI.t(), out=y_nH)
+
+
+class _GroupedSwiGLU(torch.autograd.Function):
+    """SwiGLU experts over rows grouped by expert (`counts[e]` rows each), with a hand-written backward.
+
+    Autograd through the per-expert loop would concatenate the gate and up gradients of every
+    expert ([n, 2I] copies, `chunk`'s backward), stack the experts' weight gradients, and run one
+    graph node per op per expert. Here every result is written in place into one buffer per
+    quantity, and the backward writes d(gate_up) directly in its fused [n, 2I] layout, so the
+    input gradient is one GEMM against the fused weight (the dense FFN needs two and an add).
+    Same operations, same forward values as `SwiGLUExperts._swiglu_row_stable` per expert.
+    """
+
+    @staticmethod
+    def forward(ctx, x_NH, gate_up_EFH, down_EHI, counts):
+        N, H = x_NH.shape
+        F2 = gate_up_EFH.shape[1]
+        I = F2 // 2
+        x_NH = x_NH.contiguous()
+        gate_up_NF, act_NI, h_NI, y_NH = (x_NH.new_empty(N, F2), x_NH.new_empty(N, I),
+                                         x_NH.new_empty(N, I), x_NH.new_empty(N, H))
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            rows = slice(start, start + n)
+            start += n
+            if n < _ROW_STABLE_MIN_ROWS:  # see `_swiglu_row_stable`
+                m = _ROW_STABLE_MIN_ROWS
+                bufs = (x_NH.new_empty(m, F2), x_NH.new_empty(m, I), x_NH.new_empty(m, I), x_NH.new_empty(m, H))
+                _swiglu_into(F.pad(x_NH[rows], (0, 0, 0, m - n)), *bufs, gate_up_EFH[e], down_EHI[e])
+                for dst, src in zip((gate_up_NF, act_NI, h_NI, y_NH), bufs):
+                    dst[rows] = src[:n]
+            else:
+                _swiglu_into(x_NH[rows], gate_up_NF[rows], act_NI[rows], h_NI[rows], y_NH[rows],
+                             gate_up_EFH[e], down_EHI[e])
+        ctx.counts = counts
+        ctx.save_for_backward(x_NH, gate_up_EFH, down_EHI, gate_up_NF, act_NI, h_NI)
+        return y_NH
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy_NH):
+        x_NH, gate_up_EFH, down_EHI, gate_up_NF, act_NI, h_NI = ctx.saved_tensors
+        need_x, need_gate_up, need_down = ctx.needs_input_grad[:3]
+        dy_NH = dy_NH.contiguous()
+        I = act_NI.shape[1]
+        some_empty = any(n == 0 for n in ctx.counts)
+        new = torch.zeros_like if some_empty else torch.empty_like  # experts with no rows: zero gradient
+        dx_NH = torch.empty_like(x_NH) if need_x else None
+        d_gate_up_EFH = new(gate_up_EFH) if need_gate_up else None
+        d_down_EHI = new(down_EHI) if need_down else None
+        start = 0
+        for e, n in enumerate(ctx.counts):
+            if n == 0:
+                continue
+            rows = slice(start, start + n)
+            start += n
+            dy_nH = dy_NH[rows]
+            if need_down:
+                torch.mm(dy_nH.t(), h_NI[rows], out=d_down_EHI[e])
+            if need_x or need_gate_up:
+                dh_nI = torch.mm(dy_nH, down_EHI[e])
+                d_gate_up_nF = dy_NH.new_empty(n, 2 * I)
+                torch.mul(dh_nI, act_NI[rows], out=d_gate_up_nF[:, I:])
+                dh_nI.mul_(gate_up_NF[rows, I:])
+                torch.ops.aten.silu_backward.grad_input(dh_nI, gate_up_NF[rows, :I], grad_input=d_gate_up_nF[:, :I])
+                if need_x:
+                    torch.mm(d_gate_up_nF, gate_up_EFH[e], out=dx_NH[rows])
+                if need_gate_up:
+                    torch.mm(d_gate_up_nF.t(), x_NH[rows], out=d_gate_up_EFH[e])
+        return dx_NH, d_gate_up_EFH, d_down_EHI, None
 
 
 _ROW_STABLE_MIN_ROWS = 16

@@ -131,13 +131,14 @@ class SegmentMoE(nn.Module):
 
     # ----------------------------------------------------------------------------------------
     def forward(self, x_BLH: torch.Tensor, real_BL: torch.Tensor | None = None,
-                state: SegmentState | None = None, compute_balance_loss: bool = False) -> SegmentOutput:
+                state: SegmentState | None = None, compute_balance_loss: bool = False,
+                balance_reduce=None) -> SegmentOutput:
         if self.config.routing == "batch":
             if state is not None:
                 raise ValueError("segment routing `batch` has no incremental form: it chooses over "
                                  "whole windows and the whole batch; recompute the full prefix instead")
             return self._forward_batch(x_BLH, real_BL)
-        return self._forward_causal(x_BLH, real_BL, state, compute_balance_loss)
+        return self._forward_causal(x_BLH, real_BL, state, compute_balance_loss, balance_reduce)
 
     def _row_counts(self, real_BL, num_seen_B, B, L, R, device):
         """Real tokens in each row, counting those of the open row seen in earlier calls."""
@@ -223,7 +224,7 @@ class SegmentMoE(nn.Module):
         return y_BLH
 
     # --------------------------------------------------------------------------------- causal
-    def _forward_causal(self, x_BLH, real_BL, state, compute_balance_loss) -> SegmentOutput:
+    def _forward_causal(self, x_BLH, real_BL, state, compute_balance_loss, balance_reduce=None) -> SegmentOutput:
         cfg = self.config
         B, L, H = x_BLH.shape
         E, a, k = cfg.num_experts, cfg.segment_length, cfg.causal_top_k
@@ -266,6 +267,8 @@ class SegmentMoE(nn.Module):
             n = w.sum().clamp(min=1.0)
             P_E = (probs_BRE.reshape(-1, E) * w[:, None]).sum(0) / n
             f_E = load_BE.sum(0).float() / (n * k)
+            if balance_reduce is not None:  # the global batch's statistics (see token_moe)
+                f_E, P_E = balance_reduce(f_E), balance_reduce(P_E)
             balance = E * (f_E * P_E).sum()
 
         new_state = self._next_state(acc_BRH, pooled_BRH, state, total_B, R)

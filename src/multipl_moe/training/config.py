@@ -127,6 +127,19 @@ class TrainConfig:
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
 
 
+def _coerce_floats(cls, values: dict) -> dict:
+    """YAML 1.1 reads `3e-3` (no dot) as a string: accept it where the field is a float."""
+    out = dict(values)
+    for f in dataclasses.fields(cls):
+        v = out.get(f.name)
+        if isinstance(v, str) and str(f.type).startswith("float"):
+            try:
+                out[f.name] = float(v)
+            except ValueError:
+                pass  # left to the field's own validation, which names it
+    return out
+
+
 def config_from_dict(d: dict) -> TrainConfig:
     top = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(d) - top)
@@ -143,10 +156,13 @@ def config_from_dict(d: dict) -> TrainConfig:
             raise TrainConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in bad)}; known: "
                                    f"{', '.join(sorted(known))}")
         try:
-            kwargs[name] = cls(**section)
+            kwargs[name] = cls(**_coerce_floats(cls, section))
         except TypeError as e:
             raise TrainConfigError(f"{name}: {e}") from None
-    return TrainConfig(**kwargs)
+    try:
+        return TrainConfig(**_coerce_floats(TrainConfig, kwargs))
+    except TypeError as e:
+        raise TrainConfigError(str(e)) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -114,7 +114,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     out = Path(cfg.output_dir)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+    # cpu=True without a GPU: Accelerate then runs several launched processes over gloo (without it,
+    # each CPU process would silently train alone as rank 0).
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
     ckpt = latest_checkpoint(out) if resume else None
     if resume and ckpt is None and main:

@@ -1,0 +1,151 @@
+"""`multipl-moe eval`: checkpoint -> MultiPL-E completions -> sandboxed execution -> pass@k."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from multipl_moe.cli import UserError
+from multipl_moe.commands.execute import add_execution_args, execute_and_report
+
+DESCRIPTION = """\
+Evaluate a model on MultiPL-E (HumanEval and MBPP translated to other languages), the way the
+MultiPL-E paper and the MultiPL-MoE paper report it: pass@1 by the unbiased estimator from 20
+samples at temperature 0.2, top_p 0.95 (use --greedy for one greedy sample per problem).
+
+  1. problems from --data-dir (MultiPL-E JSONL files, e.g. ../shared/data/multipl-e; add
+     --data-version latest for the upstream fixes) or from the hub dataset (--dataset);
+  2. completions from a local checkpoint (--model DIR, Hugging Face generate with the KV cache,
+     batched) or from an OpenAI-compatible server (--server URL --model NAME: vLLM, TGI,
+     llama.cpp), cut at each language's stop tokens, written to OUT/BENCH-LANG/NAME.json.gz;
+  3. execution in the bubblewrap sandbox (see `multipl-moe execute --help`), results beside;
+  4. a table, OUT/summary.json, OUT/passk.md and OUT/passk.png.
+
+Every stage resumes: problems that already have completions, and programs that already have
+results, are not redone. Languages whose toolchain is missing here are reported as unavailable.
+"""
+
+
+def _sampling(args: argparse.Namespace):
+    from multipl_moe.evaluation.generate import Sampling
+
+    try:
+        if args.greedy:
+            return Sampling(n=1, temperature=0.0, top_p=1.0,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed)
+        return Sampling(n=args.n, temperature=args.temperature, top_p=args.top_p,
+                        max_new_tokens=args.max_new_tokens, seed=args.seed)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+
+
+def _backend(args: argparse.Namespace):
+    from multipl_moe.evaluation.generate import HFBackend, OpenAIBackend
+
+    if args.server:
+        return OpenAIBackend(args.server, args.model, api_key=os.environ.get("OPENAI_API_KEY"),
+                             concurrency=args.concurrency)
+    if not Path(args.model).is_dir():
+        raise UserError(f"--model {args.model}: not a checkpoint directory (to use a server, "
+                        "pass --server URL and the served model's name as --model)")
+    return HFBackend(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+
+
+def run(args: argparse.Namespace) -> int:
+    from multipl_moe.evaluation import problems as P
+    from multipl_moe.evaluation.generate import generate
+    from multipl_moe.evaluation.languages import LANGUAGES, parse_langs
+    from multipl_moe.evaluation.toolchains import missing
+
+    try:
+        langs = parse_langs(args.langs)
+    except KeyError as e:
+        raise UserError(f"unknown language {e.args[0]!r} (known: {', '.join(LANGUAGES)})") from e
+    benches = [b.strip() for b in args.benchmark.split(",") if b.strip()]
+    for b in benches:
+        if b not in P.BENCHMARKS:
+            raise UserError(f"unknown benchmark {b!r} (choose from {', '.join(P.BENCHMARKS)})")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise UserError(f"--data-dir {args.data_dir} is not a directory")
+    sampling = _sampling(args)
+    out = args.out or Path("runs/eval") / Path(args.model).name
+
+    if not args.no_execute:  # say it before spending hours generating
+        for code in langs:
+            why = missing(LANGUAGES[code])
+            if why:
+                print(f"warning: {LANGUAGES[code].name} cannot be executed here ({why}); its "
+                      "completions are generated but it will be reported as unavailable",
+                      file=sys.stderr)
+    work = []
+    for bench in benches:
+        for code in langs:
+            try:
+                rows = P.load_problems(bench, code, args.data_dir, args.data_version,
+                                       args.dataset, args.revision)
+            except (FileNotFoundError, ValueError) as e:
+                raise UserError(str(e)) from e
+            work.append((bench, code, rows[: args.limit] if args.limit else rows))
+
+    backend = None
+    for bench, code, rows in work:
+        folder = out / f"{bench}-{code}"
+        if backend is None and any(not (folder / f"{r['name']}.json.gz").exists() for r in rows):
+            backend = _backend(args)
+        if backend is not None:
+            generate(rows, backend, sampling, folder, progress=not args.no_progress)
+    if args.no_execute:
+        print(f"completions in {out}; run `multipl-moe execute {out}` to score them")
+        return 0
+    return execute_and_report(out, None, langs, args)
+
+
+def add_parser(subparsers) -> None:
+    from multipl_moe.evaluation.generate import Sampling
+    from multipl_moe.evaluation.problems import HUB_DATASET
+
+    p = subparsers.add_parser("eval", help="pass@k on MultiPL-E HumanEval/MBPP in many languages",
+                              description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="checkpoint directory (Hugging Face format), or with --server the "
+                        "model name the server serves")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="OpenAI-compatible server, e.g. http://localhost:8000 (uses "
+                        "/v1/completions; $OPENAI_API_KEY is sent if set)")
+    p.add_argument("--benchmark", default="humaneval,mbpp", help="default %(default)s")
+    p.add_argument("--langs", default="paper",
+                   help="comma-separated: py,java,cpp,rs,go,rb,lua,jl,ml,r,rkt; 'paper' = "
+                        "py,java,cpp,rs,go,rb (default); 'all' = all eleven")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default runs/eval/<model name>)")
+    g = p.add_argument_group("problems")
+    g.add_argument("--data-dir", type=Path, default=None,
+                   help="folder of MultiPL-E JSONL files {benchmark}-{lang}.jsonl (default: the hub)")
+    g.add_argument("--data-version", default="v3", choices=("v3", "latest"),
+                   help="v3 = what the hub serves and papers report (default); latest = with "
+                        "upstream fixes (the folder's latest/)")
+    g.add_argument("--dataset", default=HUB_DATASET, help="hub dataset (default %(default)s)")
+    g.add_argument("--revision", default=None, help="hub dataset revision")
+    g.add_argument("--limit", type=int, default=None, help="only the first N problems (smoke runs)")
+    g = p.add_argument_group("generation")
+    d = Sampling()
+    g.add_argument("--n", type=int, default=d.n, help="samples per problem (default %(default)s)")
+    g.add_argument("--temperature", type=float, default=d.temperature,
+                   help="default %(default)s")
+    g.add_argument("--top-p", type=float, default=d.top_p, help="default %(default)s")
+    g.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens,
+                   help="default %(default)s")
+    g.add_argument("--greedy", action="store_true", help="one greedy sample per problem")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=int, default=16, help="local model: prompts per batch")
+    g.add_argument("--device", default=None, help="local model: cuda / cpu (default: cuda if any)")
+    g.add_argument("--dtype", default="auto",
+                   help="local model: auto (bf16 on GPU, fp32 on CPU), float16, bfloat16, float32")
+    g.add_argument("--concurrency", type=int, default=8, help="server: parallel requests")
+    g.add_argument("--no-execute", action="store_true",
+                   help="only generate (execute later, elsewhere, with `multipl-moe execute`)")
+    add_execution_args(p)
+    p.set_defaults(func=run)

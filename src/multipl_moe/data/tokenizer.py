@@ -1,0 +1,67 @@
+"""A byte-level BPE tokenizer trained on a corpus, for tiny models built without downloads.
+
+Byte-level BPE (GPT-2's scheme, also Qwen's) is lossless on any text, so `decode(encode(x)) == x`
+for code in every language. The result is a `transformers.PreTrainedTokenizerFast` with bos, eos
+and pad tokens, saved with `save_pretrained`, so `AutoTokenizer.from_pretrained(dir)` loads it.
+No special token is added by `encode`: the packer puts EOS between documents itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+BOS, EOS, PAD = "<|bos|>", "<|endoftext|>", "<|pad|>"
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 4096, *, min_frequency: int = 2,
+                        length: int | None = None):
+    """Train byte-level BPE on `texts`; returns a `PreTrainedTokenizerFast` (not saved)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [EOS, BOS, PAD]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if vocab_size < len(alphabet) + len(specials):
+        raise ValueError(f"vocab_size must be >= {len(alphabet) + len(specials)} "
+                         f"(256 bytes + {len(specials)} special tokens), got {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=specials, initial_alphabet=alphabet,
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer, length=length)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS,
+                                   pad_token=PAD, clean_up_tokenization_spaces=False,
+                                   model_max_length=1 << 30)
+
+
+def train_tokenizer_from_corpus(corpus: Iterable[str | Path], out_dir: str | Path,
+                                vocab_size: int = 4096, *, text_field: str = "content",
+                                lang_field: str = "lang", min_frequency: int = 2):
+    """Train on the documents of corpus inputs (anything `sources.iter_documents` reads), save the
+    tokenizer to `out_dir` with `save_pretrained` (atomically: temp folder, then rename)."""
+    import os
+    import shutil
+    import tempfile
+
+    from multipl_moe.data.sources import iter_documents
+
+    docs = iter_documents([str(c) for c in corpus], text_field=text_field, lang_field=lang_field)
+    tokenizer = train_bpe_tokenizer((d.text for d in docs), vocab_size, min_frequency=min_frequency)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        tokenizer.save_pretrained(str(tmp))
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer

@@ -1,0 +1,237 @@
+"""Execute MultiPL-E completion files: program = prompt + completion + "\\n" + tests, in a sandbox.
+
+Why it is shaped like this:
+
+- Parallel across files *and* completions: one flat queue of programs feeds `workers` threads
+  (each thread just waits on its sandboxed process), so greedy runs with one completion per
+  problem keep every core busy too. MultiPL-E's executor only parallelises within one file.
+- Resumable: each finished program is appended to `NAME.results.partial.jsonl` right away; a
+  rerun after a crash or Ctrl-C reuses those (and any complete `.results.json` whose programs
+  still match) and runs only what is missing. Each completion ends up exactly once, in order.
+- Toolchains are checked before anything runs (`toolchains.Toolchains`): files of a language
+  that cannot run here are skipped and listed as unavailable in `execution.json`, so a report
+  shows "unavailable", not 0.
+- Verdicts follow MultiPL-E: a failed (or timed-out) compile step is a SyntaxError, a run past
+  its limit is a Timeout (exit code -1), otherwise the language's own rule decides; a program
+  killed for flooding its output is an Exception.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+from . import formats
+from .languages import LANGUAGES, Language, canonical
+from .sandbox import Outcome, Runner, make_runner
+from .toolchains import Toolchains
+
+REQUIRED_KEYS = ("name", "language", "prompt", "tests", "completions")
+
+
+def program_text(problem: dict, completion: str) -> str:
+    """MultiPL-E's rule: prompt + completion + newline + tests."""
+    return problem["prompt"] + completion + "\n" + problem["tests"]
+
+
+def judge(lang: Language, out: Outcome, output_mb: int) -> tuple[str, str]:
+    """(status, stderr) from an outcome, with MultiPL-E's precedence."""
+    if not out.compiled:
+        return "SyntaxError", out.stderr
+    if out.timed_out:
+        return "Timeout", out.stderr
+    if out.output_exceeded:
+        return "Exception", out.stderr + f"\n[multipl-moe: killed after {output_mb} MiB of output]"
+    return lang.status(out.exit_code, out.stdout, out.stderr), out.stderr
+
+
+@dataclass
+class _File:
+    """One completion file being executed."""
+    path: Path
+    results_path: Path
+    problem: dict
+    lang: Language
+    programs: list[str]
+    results: list[dict | None]
+    journal: object = None  # open append handle of the partial file, once something finishes
+
+    @property
+    def pending(self) -> list[int]:
+        return [i for i, r in enumerate(self.results) if r is None]
+
+    def record(self, index: int, result: dict) -> None:
+        if self.journal is None:
+            self.journal = open(formats.partial_path(self.results_path), "a", encoding="utf-8")
+        formats.append_partial(self.journal, index, result)
+        self.results[index] = result
+
+    def finish(self) -> None:
+        """Write the complete results file atomically, then drop the partial file."""
+        data = {k: v for k, v in self.problem.items() if k != "completions"}
+        data["results"] = self.results
+        formats.write_json_atomic(self.results_path, data)
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        formats.partial_path(self.results_path).unlink(missing_ok=True)
+
+
+@dataclass
+class ExecutionSummary:
+    files: int = 0                      # completion files considered
+    executed: int = 0                   # programs run now
+    reused: int = 0                     # programs whose result was already on disk
+    statuses: Counter = field(default_factory=Counter)
+    unavailable: dict[str, str] = field(default_factory=dict)   # lang -> why
+    skipped: dict[str, str] = field(default_factory=dict)       # file -> why
+    seconds: float = 0.0
+    sandboxed: bool = True
+
+    @property
+    def programs_per_second(self) -> float:
+        return self.executed / self.seconds if self.seconds > 0 else 0.0
+
+
+def _load(paths: Iterable[Path], root: Path, out_root: Path | None, langs: set[str] | None,
+          summary: ExecutionSummary) -> list[_File]:
+    files = []
+    for path in paths:
+        try:
+            problem = formats.read_json(path)
+        except (OSError, ValueError) as e:
+            summary.skipped[str(path)] = f"unreadable: {e}"
+            continue
+        if not isinstance(problem, dict) or any(k not in problem for k in REQUIRED_KEYS):
+            summary.skipped[str(path)] = f"not a MultiPL-E completion file (needs {REQUIRED_KEYS})"
+            continue
+        try:
+            code = canonical(problem["language"])
+        except KeyError:
+            summary.skipped[str(path)] = f"unsupported language {problem['language']!r}"
+            continue
+        if langs is not None and code not in langs:
+            continue
+        programs = [program_text(problem, c) for c in problem["completions"]]
+        rpath = formats.results_path(path, root, out_root)
+        results: list[dict | None] = [None] * len(programs)
+        old = formats.read_json(rpath).get("results", []) if rpath.exists() else []
+        earlier = list(enumerate(old)) + list(formats.read_partial(formats.partial_path(rpath)))
+        for i, r in earlier:  # reuse a result only for the very same program
+            if 0 <= i < len(programs) and results[i] is None and r.get("program") == programs[i]:
+                results[i] = r
+        summary.reused += sum(r is not None for r in results)
+        f = _File(path, rpath, problem, LANGUAGES[code], programs, results)
+        complete_on_disk = len(old) == len(programs) and not f.pending
+        if not complete_on_disk:
+            files.append(f)
+    return files
+
+
+def execute(completions_dir: Path, out_dir: Path | None = None, langs: Iterable[str] | None = None,
+            workers: int = 2, runner: Runner | None = None, run_timeout: float | None = None,
+            use_cache: bool = True, progress: bool = True,
+            log: Callable[[str], None] = print) -> ExecutionSummary:
+    """Execute every completion file under `completions_dir`; see the module docstring."""
+    root = Path(completions_dir)
+    out_root = Path(out_dir) if out_dir else None
+    paths = formats.completion_files(root)
+    if not paths:
+        raise FileNotFoundError(f"no MultiPL-E completion files (*.json, *.json.gz) in {root}")
+    runner = runner or make_runner()
+    summary = ExecutionSummary(sandboxed=runner.sandboxed)
+    files = _load(paths, root, out_root, set(langs) if langs else None, summary)
+    summary.files = len(paths)
+
+    needed = sorted({f.lang.code for f in files if f.pending}, key=list(LANGUAGES).index)
+    with Toolchains(runner, use_cache=use_cache) as tc:
+        if needed:
+            summary.unavailable = tc.prepare(needed, workers=workers)
+        for code, why in summary.unavailable.items():
+            log(f"unavailable: {LANGUAGES[code].name} ({code}): {why} -- its files are skipped")
+        files = [f for f in files if f.lang.code not in summary.unavailable]
+        for f in files:
+            if not f.pending:   # everything already in the partial file: just finish it
+                f.finish()
+        jobs = [(f, i) for f in files for i in f.pending]
+        _write_manifest(out_root or root, summary, set(needed), runner,
+                        tc.context.pch_dir is not None)
+        start = time.monotonic()
+        try:
+            _run_jobs(jobs, runner, tc, workers, run_timeout, summary, progress)
+        finally:
+            summary.seconds = time.monotonic() - start
+            for f in files:
+                if f.journal is not None:
+                    f.journal.close()
+    return summary
+
+
+def _run_jobs(jobs: list[tuple[_File, int]], runner: Runner, tc: Toolchains, workers: int,
+              run_timeout: float | None, summary: ExecutionSummary, progress: bool) -> None:
+    from tqdm import tqdm
+
+    output_mb = runner.limits.output_mb
+
+    def run_one(f: _File, i: int) -> dict:
+        plan = f.lang.plan(f.programs[i], tc.context)
+        if run_timeout is not None:
+            plan = replace(plan, run_timeout=run_timeout)
+        out = runner.run(plan)
+        status, stderr = judge(f.lang, out, output_mb)
+        return {"program": f.programs[i], "status": status, "exit_code": out.exit_code,
+                "stdout": out.stdout, "stderr": stderr, "timestamp": int(time.time())}
+
+    left = Counter(id(f) for f, _ in jobs)
+    queue = iter(jobs)
+    bar = tqdm(total=len(jobs), unit="prog", desc="execute", disable=not progress or not jobs,
+               dynamic_ncols=True)
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="execute")
+    running: dict[Future, tuple[_File, int]] = {}
+    try:
+        while True:
+            while len(running) < 2 * max(1, workers):  # bounded: programs stay on disk until due
+                job = next(queue, None)
+                if job is None:
+                    break
+                running[pool.submit(run_one, *job)] = job
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                f, i = running.pop(fut)
+                result = fut.result()
+                f.record(i, result)
+                summary.executed += 1
+                summary.statuses[result["status"]] += 1
+                bar.update(1)
+                left[id(f)] -= 1
+                if left[id(f)] == 0:
+                    f.finish()
+    finally:
+        bar.close()
+        for fut in running:
+            fut.cancel()
+        runner.kill_all()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_manifest(root: Path, summary: ExecutionSummary, checked: set[str], runner: Runner,
+                    pch: bool) -> None:
+    """execution.json: how results were produced, and which languages could not run (merged
+    with an earlier manifest: languages not checked this time keep what was known of them)."""
+    path = root / "execution.json"
+    old = formats.read_json(path) if path.exists() else {}
+    unavailable = {k: v for k, v in old.get("unavailable", {}).items() if k not in checked}
+    unavailable.update(summary.unavailable)
+    manifest = {
+        "sandbox": "bubblewrap" if runner.sandboxed else "NONE (--unsafe-no-sandbox)",
+        "limits": runner.limits.__dict__,
+        "cpp_precompiled_header": pch,
+        "unavailable": unavailable,
+    }
+    formats.write_json_atomic(path, manifest, indent=2)

@@ -1,0 +1,363 @@
+"""Run one untrusted program (a `languages.Plan`) under bubblewrap, with limits, and judge nothing.
+
+Model-written programs are hostile by accident or on purpose, so each one runs in a fresh
+bubblewrap sandbox:
+
+- every namespace unshared (`--unshare-all`): no network (the new net namespace has only its own
+  loopback), a private pid namespace whose teardown kills every process the program started,
+  no IPC or hostname shared with the host; no nested user namespaces (`--disable-userns`);
+- read-only system (`/usr`, `/etc`, `/opt` and the `/bin`, `/lib` links), no home directories,
+  no /root, no /work; a size-limited tmpfs at /tmp (the only writable place, gone with the
+  sandbox) and at /dev/shm; the program's files are copied in from memfds, never from disk;
+- an unprivileged uid: when we are root, bwrap itself runs as `nobody`, because root is exempt
+  from RLIMIT_NPROC (and from file permissions). RLIMIT_NPROC is then set *inside* the new user
+  namespace (by `prlimit`), so it counts only this sandbox's processes, not every sandbox's;
+- rlimits on data and address space, CPU seconds, processes, file size and open files;
+- a wall clock per step; on expiry the whole process group of bwrap gets SIGKILL, and
+  `--die-with-parent` plus the pid namespace take everything inside down with it (some programs
+  ignore SIGTERM; killing only `go test` would leave its test binary running);
+- output read as it comes (no polling sleep: `select` on the pipes and a pidfd), at most
+  `Limits.output_mb` in all: a program printing gigabytes is killed, not buffered.
+
+Compiled languages run both steps in one sandbox through a tiny `sh` driver: the compile step's
+output goes to files; if it succeeds the driver prints a marker on stdout and execs the program.
+The harness switches from the compile to the run deadline when it sees the marker, so each step
+keeps MultiPL-E's own time limit and a sandbox is started once per program, not twice.
+
+`UnsafeRunner` runs the same commands without bubblewrap (temp dir, rlimits, process-group kill
+only) for machines where bubblewrap cannot work; it must be asked for explicitly, and says loudly
+what it leaves unprotected (see UNSAFE_WARNING).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .languages import SANDBOX_PATH, Plan
+
+RUN_MARKER = b"\x1emultipl-moe:run\x1e"
+_NOBODY = 65534
+_GRACE_S = 2.0  # after the program ends or is killed: how long to wait for its pipes to close
+
+UNSAFE_WARNING = """\
+!!! UNSAFE MODE: model-written programs run WITHOUT a sandbox, as {user}. !!!
+They CAN: reach the network; read every file {user} can read (your home, SSH keys, tokens);
+write or delete every file {user} can write; start processes that detach (setsid) and survive
+the run{root}. Only rlimits (memory, CPU, file size{nproc}), a private temp dir and a
+process-group kill on timeout apply. Use this only on a throw-away machine or container."""
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself cannot work here (bubblewrap missing or refused)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits (per process where rlimits are per process)."""
+    memory_mb: int = 4096     # RLIMIT_DATA, and RLIMIT_AS unless the plan says no (the JVM
+    #                           reserves gigabytes of address space it never touches)
+    nproc: int = 256          # RLIMIT_NPROC inside the sandbox's user namespace (threads count)
+    file_size_mb: int = 64    # RLIMIT_FSIZE
+    open_files: int = 4096    # RLIMIT_NOFILE
+    tmp_mb: int = 512         # size of the /tmp tmpfs (the only writable place)
+    output_mb: int = 16       # stdout + stderr beyond this: killed, status Exception
+    keep_bytes: int = 2048    # of each stream kept for the results file: this much head + tail
+
+    def prlimit_args(self, plan: Plan) -> list[str]:
+        cpu = math.ceil(max(plan.run_timeout, plan.compile_timeout if plan.compile else 0)) + 1
+        mem = self.memory_mb << 20
+        args = ["prlimit", f"--data={mem}", f"--nproc={self.nproc}", f"--cpu={cpu}",
+                f"--fsize={self.file_size_mb << 20}", f"--nofile={self.open_files}", "--core=0"]
+        if plan.limit_address_space:
+            args.append(f"--as={mem}")
+        return args + ["--"]
+
+
+@dataclass
+class Outcome:
+    """What happened, in MultiPL-E's terms but before a language judges it."""
+    compiled: bool           # False: the compile step failed or timed out (a SyntaxError)
+    exit_code: int           # -1 after a timeout, as MultiPL-E records it
+    timed_out: bool
+    output_exceeded: bool
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class _Capture:
+    """Counts every byte of a stream, keeps its head and tail for the results file."""
+
+    def __init__(self, keep: int):
+        self.keep, self.total = keep, 0
+        self.head, self.tail = bytearray(), bytearray()
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            del self.tail[:-self.keep]
+
+    def text(self) -> str:
+        omitted = self.total - len(self.head) - len(self.tail)
+        gap = f"\n[... {omitted} bytes omitted ...]\n".encode() if omitted > 0 else b""
+        return (bytes(self.head) + gap + bytes(self.tail)).decode("utf-8", errors="ignore")
+
+
+def _driver(plan: Plan) -> list[str]:
+    """The command inside the sandbox: the run step, or `sh` doing compile, marker, run."""
+    if plan.compile is None:
+        return list(plan.run)
+    compile_cmd, run_cmd = shlex.join(plan.compile), shlex.join(plan.run)
+    marker = "".join(f"\\{b:03o}" for b in RUN_MARKER)
+    script = (f"{compile_cmd} >.compile.out 2>.compile.err; rc=$?\n"
+              "if [ $rc -ne 0 ]; then cat .compile.out; cat .compile.err >&2; exit $rc; fi\n"
+              "rm -f .compile.out .compile.err\n"
+              f"printf '{marker}'\n"
+              f"exec {run_cmd}\n")
+    return ["/bin/sh", "-c", script]
+
+
+def _base_env(plan: Plan, tmp: str) -> dict[str, str]:
+    env = {"PATH": SANDBOX_PATH, "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    for k, v in plan.env.items():  # language paths are written for the sandbox's /tmp
+        env[k] = tmp + v[len("/tmp"):] if v.startswith("/tmp") else v
+    return env
+
+
+class Runner:
+    """Runs plans; subclasses decide how the process is isolated."""
+
+    sandboxed = True
+
+    def __init__(self, limits: Limits | None = None):
+        self.limits = limits or Limits()
+        self._live: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def kill_all(self) -> None:
+        """Kill every program still running (on Ctrl-C or an error in the harness)."""
+        with self._lock:
+            for proc in list(self._live):
+                self._kill(proc)
+
+    def expose(self, host_dir: str | Path) -> str:
+        """Make a host folder readable by programs; returns the path they see it at."""
+        raise NotImplementedError
+
+    def run(self, plan: Plan) -> Outcome:
+        raise NotImplementedError
+
+    # -- shared supervision ------------------------------------------------------------------
+    def _supervise(self, proc: subprocess.Popen, plan: Plan, start: float) -> Outcome:
+        """Read both pipes and watch the deadline until the process and its pipes are done."""
+        lim = self.limits
+        out, err = _Capture(lim.keep_bytes), _Capture(lim.keep_bytes)
+        two_step = plan.compile is not None
+        running = not two_step      # has the run step started (marker seen)?
+        awaiting = two_step         # still looking for the marker at the start of stdout?
+        pending = b""               # stdout bytes held back while looking for the marker
+        timed_out = exceeded = False
+        deadline = start + (plan.compile_timeout if two_step else plan.run_timeout)
+        grace_end = None
+
+        with self._lock:
+            self._live.add(proc)
+        sel = selectors.DefaultSelector()
+        pidfd = os.pidfd_open(proc.pid)
+        streams = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err"}
+        for fd in streams:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        sel.register(pidfd, selectors.EVENT_READ)
+        try:
+            while sel.get_map():
+                now = time.monotonic()
+                limit = grace_end if grace_end is not None else deadline
+                if now >= limit:
+                    if grace_end is not None:
+                        break  # pipes held open by something we could not kill: give up on them
+                    timed_out = True
+                    self._kill(proc)
+                    grace_end = now + _GRACE_S
+                    continue
+                for key, _ in sel.select(limit - now):
+                    fd = key.fd
+                    if fd == pidfd:  # the process ended: kill stragglers, then drain the pipes
+                        sel.unregister(pidfd)
+                        self._kill(proc)
+                        grace_end = time.monotonic() + _GRACE_S
+                        continue
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not data:
+                        sel.unregister(fd)
+                        continue
+                    if streams[fd] == "err":
+                        err.add(data)
+                    elif running or not awaiting:
+                        out.add(data)
+                    else:  # stdout starts with the marker iff the compile step succeeded
+                        pending += data
+                        if pending.startswith(RUN_MARKER):
+                            running, awaiting = True, False
+                            out.add(pending[len(RUN_MARKER):])
+                            pending = b""
+                            deadline = time.monotonic() + plan.run_timeout
+                        elif not RUN_MARKER.startswith(pending):
+                            awaiting = False  # the compile step failed; this is its output
+                            out.add(pending)
+                            pending = b""
+                    if out.total + err.total + len(pending) > lim.output_mb << 20 and not exceeded:
+                        exceeded = True
+                        self._kill(proc)
+                        grace_end = time.monotonic() + _GRACE_S
+        finally:
+            sel.close()
+            os.close(pidfd)
+            with self._lock:  # forget it before reaping: its pgid may be reused after wait()
+                self._live.discard(proc)
+                self._kill(proc)
+            exit_code = proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        if pending:
+            out.add(pending)
+        return Outcome(compiled=running, exit_code=-1 if timed_out else exit_code,
+                       timed_out=timed_out, output_exceeded=exceeded, stdout=out.text(),
+                       stderr=err.text(), seconds=time.monotonic() - start)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        # Safe before `wait()`: the unreaped process keeps its pid and group id reserved.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap") or next(
+        (p for p in ("/usr/bin/bwrap", "/bin/bwrap") if os.access(p, os.X_OK)), None)
+
+
+class BwrapRunner(Runner):
+    """The real sandbox (see the module docstring for what it guarantees)."""
+
+    def __init__(self, limits: Limits | None = None, bwrap: str | None = None):
+        super().__init__(limits)
+        self.bwrap = bwrap or bwrap_path()
+        if not self.bwrap or not os.access(self.bwrap, os.X_OK):
+            raise SandboxError("bubblewrap (bwrap) is not installed")
+        self._binds: list[tuple[str, str]] = []
+        self._as_root = os.geteuid() == 0
+        self._system = self._system_mounts()
+
+    @staticmethod
+    def _system_mounts() -> list[str]:
+        args = ["--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+        if os.path.isdir("/opt"):
+            args += ["--ro-bind", "/opt", "/opt"]
+        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(top):      # merged /usr: keep the symlink, not its target
+                args += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                args += ["--ro-bind", top, top]
+        return args
+
+    def expose(self, host_dir: str | Path) -> str:
+        dest = f"/cache/{len(self._binds)}"
+        self._binds.append((str(host_dir), dest))
+        return dest
+
+    def command(self, plan: Plan, fds: dict[str, int]) -> list[str]:
+        lim = self.limits
+        args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+                "--die-with-parent", "--new-session", "--hostname", "sandbox", *self._system]
+        for host, dest in self._binds:
+            args += ["--ro-bind", host, dest]
+        args += ["--proc", "/proc", "--dev", "/dev",
+                 "--size", str(lim.tmp_mb << 20), "--tmpfs", "/tmp",
+                 "--size", str(64 << 20), "--tmpfs", "/dev/shm", "--dir", "/tmp/w"]
+        for name, fd in fds.items():
+            args += ["--file", str(fd), f"/tmp/w/{name}"]
+        args += ["--chdir", "/tmp/w", "--clearenv"]
+        for k, v in _base_env(plan, "/tmp").items():
+            args += ["--setenv", k, v]
+        return args + ["--", *lim.prlimit_args(plan), *_driver(plan)]
+
+    def run(self, plan: Plan) -> Outcome:
+        fds: dict[str, int] = {}
+        try:
+            for name, data in plan.files.items():
+                fd = os.memfd_create(name)
+                os.write(fd, data)
+                os.lseek(fd, 0, os.SEEK_SET)
+                fds[name] = fd
+            cmd = self.command(plan, fds)
+            # As root, bwrap runs as nobody so that RLIMIT_NPROC and file permissions apply.
+            ids = dict(user=_NOBODY, group=_NOBODY, extra_groups=[]) if self._as_root else {}
+            start = time.monotonic()
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, pass_fds=tuple(fds.values()),
+                                    start_new_session=True, close_fds=True, **ids)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        return self._supervise(proc, plan, start)
+
+
+class UnsafeRunner(Runner):
+    """No sandbox: a private temp dir, rlimits and a process-group kill. Only on request."""
+
+    sandboxed = False
+
+    def expose(self, host_dir: str | Path) -> str:
+        return str(host_dir)
+
+    @staticmethod
+    def warning() -> str:
+        root = os.geteuid() == 0
+        user = "root" if root else os.environ.get("USER", f"uid {os.geteuid()}")
+        return UNSAFE_WARNING.format(
+            user=user, root=" and, as root, can change anything on this machine" if root else "",
+            nproc="" if root else ", processes")
+
+    def run(self, plan: Plan) -> Outcome:
+        tmp = tempfile.mkdtemp(prefix="multipl-moe-unsafe-")
+        workdir = os.path.join(tmp, "w")  # as in the sandbox: go ignores a go.mod in $TMPDIR
+        try:
+            os.mkdir(workdir)
+            for name, data in plan.files.items():
+                Path(workdir, name).write_bytes(data)
+            env = _base_env(plan, tmp)
+            start = time.monotonic()
+            proc = subprocess.Popen([*self.limits.prlimit_args(plan), *_driver(plan)],
+                                    cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, close_fds=True)
+            return self._supervise(proc, plan, start)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def make_runner(unsafe: bool = False, limits: Limits | None = None) -> Runner:
+    """The bubblewrap runner, or (only when asked) the unsafe one. Raises SandboxError."""
+    return UnsafeRunner(limits) if unsafe else BwrapRunner(limits)
