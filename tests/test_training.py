@@ -205,3 +205,21 @@ def test_gradient_checkpointing_gives_the_same_losses(inputs, tmp_path):
     train(config(inputs, a, "steps=3", "model.variant=hybrid-batch"))
     train(config(inputs, b, "steps=3", "model.variant=hybrid-batch", "model.gradient_checkpointing=true"))
     assert metrics(a) == pytest.approx(metrics(b), rel=1e-6)
+
+
+def test_run_seed_changes_the_data_order_but_not_the_validation_split(inputs):
+    from transformers import AutoTokenizer
+
+    from multipl_moe.data import DataConfig, build_train_val
+
+    corpus, base = inputs
+    tok = AutoTokenizer.from_pretrained(base)
+    firsts, vals = [], []
+    for shuffle_seed in (0, 1):
+        cfg = DataConfig(sources=[str(corpus)], seq_len=64, val_fraction=0.2, shuffle_seed=shuffle_seed)
+        train_stream, val = build_train_val(cfg, tok)
+        it = iter(train_stream)
+        firsts.append(torch.stack([next(it)["input_ids"] for _ in range(8)]))
+        vals.append({lang: torch.stack([b["input_ids"] for b in blocks]) for lang, blocks in val.items()})
+    assert not torch.equal(firsts[0], firsts[1])
+    assert vals[0].keys() == vals[1].keys() and all(torch.equal(vals[0][k], vals[1][k]) for k in vals[0])

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "export",
     "data",
     "train",
+    "demo",
     "eval",
     "execute",
     "report",

@@ -22,9 +22,18 @@ class CheckpointError(Exception):
     """The base checkpoint is missing, corrupt or of an unsupported architecture."""
 
 
+def check_model_ref(ref: str) -> None:
+    """A local path that does not exist is reported as such, not as a malformed hub id."""
+    path = Path(ref).expanduser()
+    looks_local = ref.startswith(("/", "./", "../", "~")) or ref.count("/") > 1 or path.suffix == ".json"
+    if looks_local and not path.exists():
+        raise CheckpointError(f"{ref}: no such checkpoint directory")
+
+
 def load_base_config(base: str):
     from transformers import AutoConfig
 
+    check_model_ref(base)
     path = Path(base)
     if path.exists() and not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: no config.json (is this a Hugging Face checkpoint directory?)")

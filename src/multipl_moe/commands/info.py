@@ -24,10 +24,12 @@ def run(args) -> int:
     from ..modeling import MultiplMoEConfig
     from ..moe import ConfigError
     from ..presets import resolve_preset
-    from ..upcycle import CheckpointError, load_base_config
+    from ..upcycle import CheckpointError, check_model_ref, load_base_config
 
     try:
         from transformers import AutoConfig
+
+        check_model_ref(args.model)
 
         try:
             raw = AutoConfig.from_pretrained(args.model)

@@ -83,7 +83,11 @@ class DataConfig:
     shuffle_buffer: int = 1024
     """Blocks held in the shuffle buffer of each language when streaming; 0 or 1: no shuffle."""
     seed: int = 0
-    """Seed of the language sampler and of the block shuffles."""
+    """Seed of the train/validation split (and of the training order unless `shuffle_seed` is set)."""
+    shuffle_seed: int | None = None
+    """Seed of the language sampler and of the block shuffles. The trainer sets it to the run's
+    `seed` when left unset, so runs with different seeds see different orders but are all scored
+    on the same held-out documents."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sources, str):
@@ -139,6 +143,8 @@ class DataConfig:
         _check(_is_int(self.shuffle_buffer) and self.shuffle_buffer >= 0, "shuffle_buffer",
                self.shuffle_buffer, "must be an integer >= 0")
         _check(_is_int(self.seed), "seed", self.seed, "must be an integer")
+        _check(self.shuffle_seed is None or _is_int(self.shuffle_seed), "shuffle_seed", self.shuffle_seed,
+               "must be an integer or null")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "DataConfig":

@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------------------------
 # pieces
 
+def order_seed(cfg: DataConfig) -> int:
+    """The seed of the training order (the split always uses `cfg.seed`)."""
+    return cfg.shuffle_seed if cfg.shuffle_seed is not None else cfg.seed
+
+
 def is_validation(text: str, val_fraction: float, seed: int = 0) -> bool:
     """Whether a document is held out: its keyed hash, as a number in [0, 1), < val_fraction."""
     if val_fraction <= 0:
@@ -303,7 +308,7 @@ class _StreamingSource:
         docs = (d for d in documents_from_config(cfg, languages=[self.lang])
                 if self.keep(d) and (num_shards == 1 or _doc_shard(d.text, num_shards) == shard))
         packer = Packer(cfg.seq_len, self.eos_id)
-        rng = random.Random(_seed(cfg.seed, self.lang, epoch, shard))
+        rng = random.Random(_seed(order_seed(cfg), self.lang, epoch, shard))
         buf: list[list[int]] = []
         for _, ids in tokenize_batches(docs, self.tokenizer):
             for block in packer.add(ids):
@@ -425,7 +430,7 @@ def build_train_val(cfg: DataConfig, tokenizer, *, progress: bool = False
             report.dropped_tail[lang] = train_packers[lang].remainder
             if n:
                 blocks = torch.frombuffer(store, dtype=torch.int32).view(n, S).clone()
-                sources[lang] = _MemorySource(lang, blocks, cfg.seed)
+                sources[lang] = _MemorySource(lang, blocks, order_seed(cfg))
                 sizes[lang] = report.train_tokens[lang]
         for lang in sort_langs(report.train_docs):
             if not report.train_blocks[lang]:
@@ -441,6 +446,6 @@ def build_train_val(cfg: DataConfig, tokenizer, *, progress: bool = False
         if lang not in val:
             report.notes.append(f"note: {lang} has no validation block "
                                 f"(val_fraction={cfg.val_fraction}, seq_len={S})")
-    train = PackedTrainStream({k: sources[k] for k in report.weights}, report.weights, cfg.seed,
+    train = PackedTrainStream({k: sources[k] for k in report.weights}, report.weights, order_seed(cfg),
                               report)
     return train, val

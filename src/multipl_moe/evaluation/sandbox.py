@@ -6,9 +6,10 @@ bubblewrap sandbox:
 - every namespace unshared (`--unshare-all`): no network (the new net namespace has only its own
   loopback), a private pid namespace whose teardown kills every process the program started,
   no IPC or hostname shared with the host; no nested user namespaces (`--disable-userns`);
-- read-only system (`/usr`, `/etc`, `/opt` and the `/bin`, `/lib` links), no home directories,
-  no /root, no /work; a size-limited tmpfs at /tmp (the only writable place, gone with the
-  sandbox) and at /dev/shm; the program's files are copied in from memfds, never from disk;
+- read-only system (`/usr`, `/etc`, `/opt` and the `/bin`, `/lib` links) and a read-only root
+  and /dev: no home directories, no /root, no /work; size-limited tmpfs mounts at /tmp and
+  /dev/shm are the only writable places, gone with the sandbox; the program's files are copied
+  in from memfds, never through the host's disk;
 - an unprivileged uid: when we are root, bwrap itself runs as `nobody`, because root is exempt
   from RLIMIT_NPROC (and from file permissions). RLIMIT_NPROC is then set *inside* the new user
   namespace (by `prlimit`), so it counts only this sandbox's processes, not every sandbox's;
@@ -298,7 +299,9 @@ class BwrapRunner(Runner):
                  "--size", str(64 << 20), "--tmpfs", "/dev/shm", "--dir", "/tmp/w"]
         for name, fd in fds.items():
             args += ["--file", str(fd), f"/tmp/w/{name}"]
-        args += ["--chdir", "/tmp/w", "--clearenv"]
+        # bwrap's own root and /dev are unlimited tmpfs mounts: read-only, or a program could
+        # fill the host's memory by writing there.
+        args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/tmp/w", "--clearenv"]
         for k, v in _base_env(plan, "/tmp").items():
             args += ["--setenv", k, v]
         return args + ["--", *lim.prlimit_args(plan), *_driver(plan)]

@@ -74,7 +74,13 @@ class HybridMoEBlock(nn.Module):
         real_BS = attention_mask_BS.bool() if attention_mask_BS is not None else None
         real_T = real_BS.reshape(-1) if real_BS is not None else None
 
-        y_tok_TH, routing = self.token_moe(x_BSH.reshape(B * S, H))
+        # The fusion weights are folded into the levels' gates ([T, K] and [E, r] tensors) rather
+        # than applied to [B, S, H] outputs: out = w_tok * y_tok + w_seg * y_seg costs one add.
+        if self.segment_moe is None or cfg.fusion == "fixed":
+            tok_scale, seg_scale = cfg.token_weight, cfg.segment_weight
+        else:  # preserving: out = y_tok + g * y_seg
+            tok_scale, seg_scale = 1.0, getattr(self, "segment_gate", None)
+        y_tok_TH, routing = self.token_moe(x_BSH.reshape(B * S, H), output_scale=tok_scale)
         y_BSH = y_tok_TH.view(B, S, H)
         stats = {"token_load": token_load(routing, real_BS if real_BS is not None
                                           else torch.ones(B, S, dtype=torch.bool, device=x_BSH.device))}
@@ -91,10 +97,10 @@ class HybridMoEBlock(nn.Module):
 
         new_state = None
         if self.segment_moe is None:
-            out_BSH = y_BSH if cfg.token_weight == 1.0 else cfg.token_weight * y_BSH
+            out_BSH = y_BSH
         else:
             seg = self.segment_moe(x_BSH, real_BS, segment_state, compute_balance_loss=training,
-                                   balance_reduce=self.balance_reduce)
+                                   balance_reduce=self.balance_reduce, output_scale=seg_scale)
             new_state = seg.state
             stats["segment_load"] = seg.load_BE
             if training:
@@ -103,8 +109,5 @@ class HybridMoEBlock(nn.Module):
                     aux = aux + cfg.load_balance_coef * seg.balance_loss
                 if cfg.router_z_loss_coef > 0:
                     aux = aux + cfg.router_z_loss_coef * router_z_loss(seg.z_logits_GE, seg.z_valid_G)
-            if cfg.fusion == "preserving":
-                out_BSH = y_BSH + self.segment_gate.to(y_BSH.dtype) * seg.y_BLH
-            else:
-                out_BSH = cfg.token_weight * y_BSH + cfg.segment_weight * seg.y_BLH
+            out_BSH = y_BSH + seg.y_BLH  # both already weighted
         return HybridMoEOutput(out_BSH, aux, new_state, stats)

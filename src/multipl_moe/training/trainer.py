@@ -125,6 +125,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         raise TrainConfigError(f"{out} already holds checkpoints: pass --resume to continue, or choose "
                                "another output_dir")
     set_seed(cfg.seed)
+    if cfg.data.shuffle_seed is None:  # the run's seed also picks the data order (not the split)
+        cfg.data.shuffle_seed = cfg.seed
     model, tokenizer = build_model(cfg)
     train_stream, val = build_train_val(cfg.data, tokenizer, progress=main)
     if main:
