@@ -61,20 +61,30 @@ def _boot_ticks() -> float:
 
 
 def _sandbox_pids(since_ticks: float) -> list[int]:
-    """Processes of the sandbox uid started after `since_ticks` (ticks since boot)."""
+    """Live processes of the sandbox uid started after `since_ticks` (ticks since boot).
+    Zombies are dead: bwrap's in-sandbox init is reaped by the host's init a little later."""
     pids = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             status = open(f"/proc/{d}/status").read()
-            start = float(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[19])
+            state, *rest = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         uid = int(next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1])
-        if uid == (NOBODY if os.geteuid() == 0 else os.geteuid()) and start >= since_ticks:
+        if (uid == (NOBODY if os.geteuid() == 0 else os.geteuid()) and state != "Z"
+                and float(rest[18]) >= since_ticks):
             pids.append(int(d))
     return [p for p in pids if p != os.getpid()]
+
+
+def _describe(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline").read().replace("\0", " ") + " | " + \
+            open(f"/proc/{pid}/stat").read()[:60]
+    except OSError:
+        return "gone"
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +96,8 @@ def nothing_left_behind(sandbox):
     deadline = time.monotonic() + 3
     while _sandbox_pids(since) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _sandbox_pids(since) == [], "sandboxed processes survived the run"
+    left = {p: _describe(p) for p in _sandbox_pids(since)}
+    assert left == {}, "sandboxed processes survived the run"
     new_tmp = [n for n in set(os.listdir("/tmp")) - tmp_before if n.startswith("multipl-moe")]
     assert new_tmp == []
 

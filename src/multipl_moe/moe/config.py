@@ -112,7 +112,9 @@ class HybridMoEConfig:
     `preserving`: out = y_tok + g * y_seg with a learned scalar g initialised to 0, so that a freshly
     upcycled block computes exactly the dense FFN (METHOD.md section 3.3)."""
     token_weight: float = 0.7
+    """w_tok of `fixed` fusion (the released code: 0.7); the token-only variant uses 1.0."""
     segment_weight: float = 0.3
+    """w_seg of `fixed` fusion (the released code: 0.3)."""
     load_balance_coef: float = 0.01
     """alpha: weight of the token-level Switch load-balance loss in the returned aux loss."""
     router_z_loss_coef: float = 0.0

@@ -41,15 +41,21 @@ class ModelConfig:
     moe_overrides: dict[str, Any] = field(default_factory=dict)
     """Dotted block settings applied over the preset, e.g. {"segment.segment_length": 32}."""
     upcycle_noise_std: float = 0.0
+    """Std of Gaussian noise added to each upcycled expert copy (0: exact copies)."""
     freeze: str = "paper"
     """MoE variants: `paper` (only routed token experts, segment experts and routers train),
     `experts` (all experts incl. the shared one, and routers), `all`."""
     lora_r: int = 16
+    """LoRA rank (variant `lora`)."""
     lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
     lora_dropout: float = 0.0
+    """Dropout on the LoRA branch."""
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                              "gate_proj", "up_proj", "down_proj"])
+    """Module names that get LoRA adapters."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about 30% more compute)."""
 
     def __post_init__(self):
         _check(self.variant in VARIANTS, "model.variant", self.variant, f"must be one of {', '.join(VARIANTS)}")
@@ -64,10 +70,15 @@ class OptimConfig:
     lr: float = 7e-6
     """Peak learning rate (the released recipe: 7e-6, cosine to min_lr)."""
     min_lr: float = 0.0
+    """Learning rate at the end of the cosine schedule."""
     warmup_steps: int = 100
+    """Linear warm-up steps (the released recipe: 100)."""
     weight_decay: float = 0.1
+    """AdamW weight decay on matrices (not on norms, biases or scalars)."""
     betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
     eps: float = 1e-8
+    """AdamW epsilon."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
 
@@ -89,6 +100,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     output_dir: str = "runs/train"
+    """Where checkpoints, metrics.jsonl, TensorBoard logs and the final model go."""
     steps: int = 1000
     """Optimizer steps."""
     micro_batch_size: int = 8
@@ -96,17 +108,23 @@ class TrainConfig:
     grad_accum: int = 1
     """Micro-batches per optimizer step; global batch = micro_batch_size * grad_accum * processes."""
     seed: int = 0
+    """Seed of the router init, upcycling noise and data order (not of the validation split)."""
     precision: str = "auto"
     """auto (bf16 on GPU, fp32 on CPU), bf16, fp32."""
     balance_over_global_batch: bool = False
     """Average the load-balance statistics over all processes before forming the loss."""
     log_every: int = 10
+    """Steps between training-metric records."""
     eval_every: int = 100
+    """Steps between validation passes (per-language held-out loss)."""
     eval_batches: int = 8
     """Validation micro-batches per language at each evaluation (0: every held-out block)."""
     save_every: int = 100
+    """Steps between checkpoints (written atomically; `--resume` continues from the latest)."""
     keep_last: int = 2
+    """Checkpoints kept on disk."""
     tensorboard: bool = True
+    """Also write TensorBoard event files (the JSONL log is always written)."""
 
     def __post_init__(self):
         for name in ("steps", "micro_batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):
