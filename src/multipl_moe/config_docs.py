@@ -67,5 +67,24 @@ def reference() -> str:
     return "\n".join(parts)
 
 
+def update_readme(path) -> bool:
+    """Replace the generated section of `path`; True if it changed."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    new = text[:start] + reference() + text[end:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":
-    print(reference())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:
+        target = sys.argv[2] if len(sys.argv) > 2 else "README.md"
+        print(f"{target}: {'updated' if update_readme(target) else 'already up to date'}")
+    else:
+        print(reference())

@@ -94,10 +94,10 @@ class SwiGLUExperts(nn.Module):
         idx_N = expert_idx_TK.reshape(-1)
         order_N, inverse_N = _sort_by_expert(idx_N)
         src_N = torch.div(order_N, K, rounding_mode="floor") if K > 1 else order_N
-        x_sorted_NH = _GatherRows.apply(x_TH, src_N, inverse_N, K)
+        x_sorted_NH = _gather_rows(x_TH, src_N, inverse_N, K)
         y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(idx_N, minlength=self.num_experts))
         y_sorted_NH = y_sorted_NH * w_TK.reshape(-1).index_select(0, order_N).unsqueeze(-1)
-        return _ScatterRows.apply(y_sorted_NH, src_N, inverse_N, K)
+        return _scatter_rows(y_sorted_NH, src_N, inverse_N, K)
 
     def forward_sorted(self, x_NH: torch.Tensor, rows_per_expert: int) -> torch.Tensor:
         """Rows already grouped by expert, `rows_per_expert` each, experts in index order.
@@ -150,9 +150,9 @@ class SwiGLUExperts(nn.Module):
         scatters: deterministic on every device, and cheap on CPU where a scatter-add runs serially.
         """
         order_N, inverse_N = _sort_by_expert(expert_idx_N)
-        x_sorted_NH = _GatherRows.apply(x_NH, order_N, inverse_N, 1)
+        x_sorted_NH = _gather_rows(x_NH, order_N, inverse_N, 1)
         y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(expert_idx_N, minlength=self.num_experts))
-        return _ScatterRows.apply(y_sorted_NH, order_N, inverse_N, 1)
+        return _scatter_rows(y_sorted_NH, order_N, inverse_N, 1)
 
     def _use_grouped_mm(self, x_NH: torch.Tensor) -> bool:
         return x_NH.dtype == self.gate_up_proj.dtype and _grouped_mm_supported(x_NH.device, x_NH.dtype)
@@ -172,7 +172,9 @@ class SwiGLUExperts(nn.Module):
     def _grouped_loop(self, x_sorted_NH: torch.Tensor, counts: list[int]) -> torch.Tensor:
         # On CPU a loop over contiguous slices beat CPU grouped_mm (benchmarks/block.py).
         if self.act_fn is F.silu and x_sorted_NH.dtype == self.gate_up_proj.dtype:
-            return _GroupedSwiGLU.apply(x_sorted_NH, self.gate_up_proj, self.down_proj, tuple(counts))
+            if _needs_grad(x_sorted_NH, self.gate_up_proj, self.down_proj):
+                return _GroupedSwiGLU.apply(x_sorted_NH, self.gate_up_proj, self.down_proj, tuple(counts))
+            return _grouped_swiglu(x_sorted_NH, self.gate_up_proj, self.down_proj, counts, keep=False)[0]
         # Other activations: the same loop through autograd. `unbind` rather than `w[e]`: indexing
         # makes autograd materialise a full-size zero gradient per expert (select_backward).
         chunks = torch.split(x_sorted_NH, counts)
@@ -191,6 +193,22 @@ def _sort_by_expert(expert_idx_N: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def _unsort_rows(y_sorted_NH: torch.Tensor, inverse_N: torch.Tensor, k: int) -> torch.Tensor:
     y_NH = y_sorted_NH.index_select(0, inverse_N)
     return y_NH if k == 1 else y_NH.view(-1, k, y_NH.shape[-1]).sum(1)
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _gather_rows(x_TH, src_N, inverse_N, k):
+    if _needs_grad(x_TH):
+        return _GatherRows.apply(x_TH, src_N, inverse_N, k)
+    return x_TH.index_select(0, src_N)
+
+
+def _scatter_rows(y_sorted_NH, src_N, inverse_N, k):
+    if _needs_grad(y_sorted_NH):
+        return _ScatterRows.apply(y_sorted_NH, src_N, inverse_N, k)
+    return _unsort_rows(y_sorted_NH, inverse_N, k)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -234,6 +252,34 @@ def _swiglu_into(x_nH, gate_up_nF, act_nI, h_nI, y_nH, gate_up_FH, down_HI) -> N
     torch.mm(h_nI, down_HI.t(), out=y_nH)
 
 
+def _grouped_swiglu(x_NH, gate_up_EFH, down_EHI, counts, keep: bool):
+    """y = SwiGLU_e(x) over rows grouped by expert; with `keep`, also the [N, 2I] / [N, I]
+    activations the backward needs (gate_up, act = silu(gate), h = act * up)."""
+    N, H = x_NH.shape
+    F2 = gate_up_EFH.shape[1]
+    I = F2 // 2
+    y_NH = x_NH.new_empty(N, H)
+    kept = (x_NH.new_empty(N, F2), x_NH.new_empty(N, I), x_NH.new_empty(N, I)) if keep else ()
+    start = 0
+    for e, n in enumerate(counts):
+        if n == 0:
+            continue
+        rows = slice(start, start + n)
+        start += n
+        m = max(n, _ROW_STABLE_MIN_ROWS)
+        if m == n:
+            bufs = ([t[rows] for t in kept] if keep else
+                    [x_NH.new_empty(n, F2), x_NH.new_empty(n, I), x_NH.new_empty(n, I)])
+            _swiglu_into(x_NH[rows], *bufs, y_NH[rows], gate_up_EFH[e], down_EHI[e])
+        else:  # padded to a row-stable GEMM size: see `SwiGLUExperts._swiglu_row_stable`
+            bufs = [x_NH.new_empty(m, F2), x_NH.new_empty(m, I), x_NH.new_empty(m, I), x_NH.new_empty(m, H)]
+            _swiglu_into(F.pad(x_NH[rows], (0, 0, 0, m - n)), *bufs, gate_up_EFH[e], down_EHI[e])
+            y_NH[rows] = bufs[3][:n]
+            for dst, src in zip(kept, bufs):  # nothing when not keeping
+                dst[rows] = src[:n]
+    return y_NH, kept
+
+
 class _GroupedSwiGLU(torch.autograd.Function):
     """SwiGLU experts over rows grouped by expert (`counts[e]` rows each), with a hand-written backward.
 
@@ -247,27 +293,8 @@ class _GroupedSwiGLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_NH, gate_up_EFH, down_EHI, counts):
-        N, H = x_NH.shape
-        F2 = gate_up_EFH.shape[1]
-        I = F2 // 2
         x_NH = x_NH.contiguous()
-        gate_up_NF, act_NI, h_NI, y_NH = (x_NH.new_empty(N, F2), x_NH.new_empty(N, I),
-                                         x_NH.new_empty(N, I), x_NH.new_empty(N, H))
-        start = 0
-        for e, n in enumerate(counts):
-            if n == 0:
-                continue
-            rows = slice(start, start + n)
-            start += n
-            if n < _ROW_STABLE_MIN_ROWS:  # see `_swiglu_row_stable`
-                m = _ROW_STABLE_MIN_ROWS
-                bufs = (x_NH.new_empty(m, F2), x_NH.new_empty(m, I), x_NH.new_empty(m, I), x_NH.new_empty(m, H))
-                _swiglu_into(F.pad(x_NH[rows], (0, 0, 0, m - n)), *bufs, gate_up_EFH[e], down_EHI[e])
-                for dst, src in zip((gate_up_NF, act_NI, h_NI, y_NH), bufs):
-                    dst[rows] = src[:n]
-            else:
-                _swiglu_into(x_NH[rows], gate_up_NF[rows], act_NI[rows], h_NI[rows], y_NH[rows],
-                             gate_up_EFH[e], down_EHI[e])
+        y_NH, (gate_up_NF, act_NI, h_NI) = _grouped_swiglu(x_NH, gate_up_EFH, down_EHI, counts, keep=True)
         ctx.counts = counts
         ctx.save_for_backward(x_NH, gate_up_EFH, down_EHI, gate_up_NF, act_NI, h_NI)
         return y_NH

@@ -112,12 +112,26 @@ class SegmentMoE(nn.Module):
         grid = grid.index_copy(0, flat_BL.reshape(-1), x_BLH.reshape(-1, H))
         return grid[:dump].view(B, R, a, H), row_BL, slot_BL, R, False
 
-    def _pool(self, grid_BRaH, counts_BR, open_acc_BH):
-        """Pool each row; the open row also folds in the accumulator carried over from earlier calls."""
+    def _row_acc(self, grid_BRaH):
+        """fp32 sum (mean pooling) or max of each row's tokens."""
         if self.config.pooling == "mean":
-            acc_BRH = grid_BRaH.sum(2, dtype=torch.float32)
-        else:
-            acc_BRH = grid_BRaH.float().amax(2)
+            return grid_BRaH.sum(2, dtype=torch.float32)
+        return grid_BRaH.float().amax(2)
+
+    def _one_token_rows(self, x_B1H, real_B1):
+        """What `_grid` + `_row_acc` give for a one-token call after history (decoding), without
+        building the [B, 2, a, H] grid: the token lands in row 0 (the open segment), row 1 stays
+        empty, and a row's sum or max over one token and empty slots is that token, exactly."""
+        B, _, H = x_B1H.shape
+        fill = float("-inf") if self.config.pooling == "max" else 0.0
+        acc_BH = x_B1H[:, 0].float()
+        if real_B1 is not None:
+            acc_BH = torch.where(real_B1, acc_BH, torch.full_like(acc_BH, fill))
+        acc_BRH = torch.stack([acc_BH, torch.full_like(acc_BH, fill)], 1)
+        return acc_BRH, torch.zeros(B, 1, dtype=torch.long, device=x_B1H.device), 2
+
+    def _pool(self, acc_BRH, counts_BR, open_acc_BH):
+        """Pool each row; the open row also folds in the accumulator carried over from earlier calls."""
         if open_acc_BH is not None:
             first = acc_BRH[:, 0] + open_acc_BH if self.config.pooling == "mean" else torch.maximum(acc_BRH[:, 0], open_acc_BH)
             acc_BRH = torch.cat([first.unsqueeze(1), acc_BRH[:, 1:]], 1)
@@ -158,7 +172,7 @@ class SegmentMoE(nn.Module):
         E, a, C = cfg.num_experts, cfg.segment_length, cfg.max_experts_per_segment
         grid_BRaH, row_BL, slot_BL, R, is_view = self._grid(x_BLH, real_BL, None)
         counts_BR, _ = self._row_counts(real_BL, None, B, L, R, x_BLH.device)
-        _, pooled_BRH = self._pool(grid_BRaH, counts_BR, None)
+        _, pooled_BRH = self._pool(self._row_acc(grid_BRaH), counts_BR, None)
         G = B * R
         valid_G = (counts_BR > 0).reshape(G)
         logits_GE = F.linear(pooled_BRH.reshape(G, H), self.router.weight.float())
@@ -223,9 +237,13 @@ class SegmentMoE(nn.Module):
         B, L, H = x_BLH.shape
         E, a, k = cfg.num_experts, cfg.segment_length, cfg.causal_top_k
         seen_B = state.num_seen_B if state is not None else None
-        grid_BRaH, row_BL, slot_BL, R, _ = self._grid(x_BLH, real_BL, seen_B)
+        if L == 1 and seen_B is not None:  # decoding: the grid is only for pooling, so skip it
+            row_acc_BRH, row_BL, R = self._one_token_rows(x_BLH, real_BL)
+        else:
+            grid_BRaH, row_BL, _, R, _ = self._grid(x_BLH, real_BL, seen_B)
+            row_acc_BRH = self._row_acc(grid_BRaH)
         counts_BR, total_B = self._row_counts(real_BL, seen_B, B, L, R, x_BLH.device)
-        acc_BRH, pooled_BRH = self._pool(grid_BRaH, counts_BR, state.open_acc_BH if state is not None else None)
+        acc_BRH, pooled_BRH = self._pool(row_acc_BRH, counts_BR, state.open_acc_BH if state is not None else None)
 
         # Row j is routed from row j-1; row 0 from the carried state, or the learned vector for
         # a sequence's first segment.
