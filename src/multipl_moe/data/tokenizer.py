@@ -42,26 +42,11 @@ def train_tokenizer_from_corpus(corpus: Iterable[str | Path], out_dir: str | Pat
                                 lang_field: str = "lang", min_frequency: int = 2):
     """Train on the documents of corpus inputs (anything `sources.iter_documents` reads), save the
     tokenizer to `out_dir` with `save_pretrained` (atomically: temp folder, then rename)."""
-    import os
-    import shutil
-    import tempfile
-
+    from multipl_moe.atomic import atomic_dir
     from multipl_moe.data.sources import iter_documents
 
     docs = iter_documents([str(c) for c in corpus], text_field=text_field, lang_field=lang_field)
     tokenizer = train_bpe_tokenizer((d.text for d in docs), vocab_size, min_frequency=min_frequency)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, force=True) as tmp:
         tokenizer.save_pretrained(str(tmp))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return tokenizer
