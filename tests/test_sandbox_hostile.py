@@ -34,7 +34,6 @@ pytestmark = [pytest.mark.slow,
 TOKEN = uuid.uuid4().hex[:12]
 LIMITS = Limits(memory_mb=1024)
 REPO = Path(__file__).resolve().parents[1]
-NOBODY = 65534
 LANGS = ["py", "rb", "cpp", "java", "go"]
 
 
@@ -51,32 +50,26 @@ def run(sandbox, lang: str, program: str, timeout: float = 5.0):
     if lang in unavailable:
         pytest.skip(f"{lang} unavailable: {unavailable[lang]}")
     language = LANGUAGES[lang]
-    plan = replace(language.plan(program, ctx), run_timeout=timeout)
+    plan = language.plan(program, ctx)
+    plan = replace(plan, run_timeout=timeout, env={**plan.env, "HOSTILE_TOKEN": TOKEN})
     out = runner.run(plan)
     return judge(language, out, LIMITS.output_mb)[0], out
 
 
-def _boot_ticks() -> float:
-    return float(open("/proc/uptime").read().split()[0]) * os.sysconf("SC_CLK_TCK")
-
-
-def _sandbox_pids(since_ticks: float) -> list[int]:
-    """Live processes of the sandbox uid started after `since_ticks` (ticks since boot).
-    Zombies are dead: bwrap's in-sandbox init is reaped by the host's init a little later."""
+def _sandbox_pids() -> list[int]:
+    """Live processes started by this test session's programs: they all carry our token in
+    their environment (robust to other people's sandboxes running at the same time). Zombies
+    have no environment: bwrap's in-sandbox init is reaped by the host's init a bit later."""
+    marker = f"HOSTILE_TOKEN={TOKEN}".encode()
     pids = []
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            status = open(f"/proc/{d}/status").read()
-            state, *rest = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        uid = int(next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1])
-        if (uid == (NOBODY if os.geteuid() == 0 else os.geteuid()) and state != "Z"
-                and float(rest[18]) >= since_ticks):
-            pids.append(int(d))
-    return [p for p in pids if p != os.getpid()]
+        if d.isdigit():
+            try:
+                if marker in open(f"/proc/{d}/environ", "rb").read().split(b"\0"):
+                    pids.append(int(d))
+            except OSError:
+                continue
+    return pids
 
 
 def _describe(pid: int) -> str:
@@ -89,14 +82,13 @@ def _describe(pid: int) -> str:
 
 @pytest.fixture(autouse=True)
 def nothing_left_behind(sandbox):
-    """After each case: no sandbox process alive, no temp dir of ours left in /tmp."""
-    since = _boot_ticks() - 1
+    """After each case: no sandboxed process alive, no temp dir of ours left in /tmp."""
     tmp_before = set(os.listdir("/tmp"))
     yield
     deadline = time.monotonic() + 3
-    while _sandbox_pids(since) and time.monotonic() < deadline:
+    while _sandbox_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = {p: _describe(p) for p in _sandbox_pids(since)}
+    left = {p: _describe(p) for p in _sandbox_pids()}
     assert left == {}, "sandboxed processes survived the run"
     new_tmp = [n for n in set(os.listdir("/tmp")) - tmp_before if n.startswith("multipl-moe")]
     assert new_tmp == []

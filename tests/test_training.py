@@ -223,3 +223,13 @@ def test_run_seed_changes_the_data_order_but_not_the_validation_split(inputs):
         vals.append({lang: torch.stack([b["input_ids"] for b in blocks]) for lang, blocks in val.items()})
     assert not torch.equal(firsts[0], firsts[1])
     assert vals[0].keys() == vals[1].keys() and all(torch.equal(vals[0][k], vals[1][k]) for k in vals[0])
+
+
+def test_a_corpus_with_no_usable_rows_is_a_clear_error(inputs, tmp_path, capsys):
+    corpus, base = inputs
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"content": "", "lang": "py"}\n{"content": "x = 1", "lang": "klingon"}\n')
+    rc = cli(["train", str(REPO / "configs" / "tiny-cpu.yaml"), f"model.base={base}", f"data.sources=[{bad}]",
+              f"output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no usable document" in err and "klingon" in err and "Traceback" not in err

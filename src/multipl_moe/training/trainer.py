@@ -118,6 +118,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     # each CPU process would silently train alone as rank 0).
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
+    if main:
+        print(f"accelerate: {accelerator.distributed_type.value}, {accelerator.num_processes} process(es), "
+              f"device {accelerator.device}, precision {'bf16' if use_bf16 else 'fp32'}")
     ckpt = latest_checkpoint(out) if resume else None
     if resume and ckpt is None and main:
         print(f"no complete checkpoint under {out / CHECKPOINTS}: starting from step 0")
