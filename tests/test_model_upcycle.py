@@ -283,3 +283,21 @@ def test_upcycled_experts_are_copies_and_shared_expert_is_frozen(tiny_base_facto
     assert torch.equal(block.segment_moe.experts.gate_up_proj[2][: ffn.gate_proj.weight.shape[0]], ffn.gate_proj.weight)
     assert not any(p.requires_grad for p in block.token_moe.shared_expert.parameters())
     assert torch.equal(model.model.embed_tokens.weight, dense.model.embed_tokens.weight)
+
+
+def test_tied_embedding_base_upcycles_and_round_trips(tiny_base_factory, tmp_path):
+    base = tiny_base_factory("qwen2", tie_word_embeddings=True)
+    out = tmp_path / "tied"
+    assert cli(["upcycle", "--base", str(base), "--out", str(out), "--preset", "preserving"]) == 0
+    dense = load_dense(str(base), "float32").eval()
+    moe = MultiplMoEForCausalLM.from_pretrained(out).eval()
+    assert moe.lm_head.weight.data_ptr() == moe.model.embed_tokens.weight.data_ptr()
+    with torch.no_grad():
+        torch.testing.assert_close(moe(ids_batch()).logits, dense(ids_batch()).logits, atol=2e-5, rtol=1e-5)
+
+
+def test_device_map_auto_keeps_decoder_layers_whole(upcycled):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(upcycled("qwen2", "paper-causal"), device_map="auto")
+    assert set(model._no_split_modules) >= {type(model.model.layers[0]).__name__}

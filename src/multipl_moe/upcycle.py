@@ -105,6 +105,8 @@ def upcycle_model(dense, moe: HybridMoEConfig, moe_layers: list[int] | None = No
         model = MultiplMoEForCausalLM(config)
     model.to_empty(device="cpu")
     model.to(dtype)
+    if config.tie_word_embeddings:  # one tensor for both, written once through the embedding
+        model.tie_weights()
     written: set[str] = set()
     dense_tensors = dict(dense.named_parameters())
     dense_tensors.update(dense.named_buffers())
@@ -129,8 +131,6 @@ def upcycle_model(dense, moe: HybridMoEConfig, moe_layers: list[int] | None = No
     missing = [n for n, _ in list(model.named_parameters()) + list(model.named_buffers()) if n not in written]
     if missing:
         raise RuntimeError(f"upcycling left tensors uninitialised: {missing[:5]}")
-    if config.tie_word_embeddings:
-        model.tie_weights()
     if moe.token.freeze_shared_expert:
         for layer in model.model.layers:
             if isinstance(layer.mlp, HybridMoEBlock):

@@ -137,7 +137,8 @@ class MultiplMoEPreTrainedModel(PreTrainedModel):
     config_class = MultiplMoEConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Qwen2DecoderLayer", "LlamaDecoderLayer", "MistralDecoderLayer"]
+    # the decoder layers are `MultiplMoE<Base>DecoderLayer` subclasses (see _moe_layer_class)
+    _no_split_modules = ["MultiplMoEQwen2DecoderLayer", "MultiplMoELlamaDecoderLayer", "MultiplMoEMistralDecoderLayer"]
     _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
