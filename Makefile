@@ -28,7 +28,7 @@ demo: $(STAMP) toolchains
 	$(VENV)/bin/multipl-moe demo
 
 toolchains:
-	@$(PY) -m multipl_moe.toolchains_setup 2>/dev/null || true
+	@PYTHONPATH=src $(PYTHON) -m multipl_moe.toolchains_setup || [ "$$(id -u)" != 0 ]
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

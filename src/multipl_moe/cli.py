@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "eval",
     "execute",
     "report",
+    "bench",
 ]
 
 

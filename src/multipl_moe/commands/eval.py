@@ -55,7 +55,7 @@ def _backend(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from multipl_moe.evaluation import problems as P
-    from multipl_moe.evaluation.generate import generate
+    from multipl_moe.evaluation.generate import generate, pending
     from multipl_moe.evaluation.languages import LANGUAGES, parse_langs
     from multipl_moe.evaluation.toolchains import missing
 
@@ -89,12 +89,11 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(str(e)) from e
             work.append((bench, code, rows[: args.limit] if args.limit else rows))
 
-    backend = None
+    backend = None  # loaded only if something is left to generate
     for bench, code, rows in work:
         folder = out / f"{bench}-{code}"
-        if backend is None and any(not (folder / f"{r['name']}.json.gz").exists() for r in rows):
-            backend = _backend(args)
-        if backend is not None:
+        if pending(rows, sampling, folder):
+            backend = backend or _backend(args)
             generate(rows, backend, sampling, folder, progress=not args.no_progress)
     if args.no_execute:
         print(f"completions in {out}; run `multipl-moe execute {out}` to score them")
@@ -142,8 +141,8 @@ def add_parser(subparsers) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=int, default=16, help="local model: prompts per batch")
     g.add_argument("--device", default=None, help="local model: cuda / cpu (default: cuda if any)")
-    g.add_argument("--dtype", default="auto",
-                   help="local model: auto (bf16 on GPU, fp32 on CPU), float16, bfloat16, float32")
+    g.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
+                   help="local model: auto = bf16 on GPU, fp32 on CPU (default)")
     g.add_argument("--concurrency", type=int, default=8, help="server: parallel requests")
     g.add_argument("--no-execute", action="store_true",
                    help="only generate (execute later, elsewhere, with `multipl-moe execute`)")

@@ -66,6 +66,7 @@ class _File:
 
     def record(self, index: int, result: dict) -> None:
         if self.journal is None:
+            self.results_path.parent.mkdir(parents=True, exist_ok=True)
             self.journal = open(formats.partial_path(self.results_path), "a", encoding="utf-8")
         formats.append_partial(self.journal, index, result)
         self.results[index] = result
@@ -119,7 +120,10 @@ def _load(paths: Iterable[Path], root: Path, out_root: Path | None, langs: set[s
         programs = [program_text(problem, c) for c in problem["completions"]]
         rpath = formats.results_path(path, root, out_root)
         results: list[dict | None] = [None] * len(programs)
-        old = formats.read_json(rpath).get("results", []) if rpath.exists() else []
+        try:
+            old = formats.read_json(rpath).get("results", []) if rpath.exists() else []
+        except (OSError, ValueError, EOFError):  # unreadable: its programs run again
+            old = []
         earlier = list(enumerate(old)) + list(formats.read_partial(formats.partial_path(rpath)))
         for i, r in earlier:  # reuse a result only for the very same program
             if 0 <= i < len(programs) and results[i] is None and r.get("program") == programs[i]:
@@ -158,8 +162,7 @@ def execute(completions_dir: Path, out_dir: Path | None = None, langs: Iterable[
             if not f.pending:   # everything already in the partial file: just finish it
                 f.finish()
         jobs = [(f, i) for f in files for i in f.pending]
-        _write_manifest(out_root or root, summary, set(needed), runner,
-                        tc.context.pch_dir is not None)
+        _write_manifest(out_root or root, summary, set(needed), runner, tc, ran=bool(jobs))
         start = time.monotonic()
         try:
             _run_jobs(jobs, runner, tc, workers, run_timeout, summary, progress)
@@ -194,7 +197,7 @@ def _run_jobs(jobs: list[tuple[_File, int]], runner: Runner, tc: Toolchains, wor
     running: dict[Future, tuple[_File, int]] = {}
     try:
         while True:
-            while len(running) < 2 * max(1, workers):  # bounded: programs stay on disk until due
+            while len(running) < 2 * max(1, workers):  # a short queue: Ctrl-C stops quickly
                 job = next(queue, None)
                 if job is None:
                     break
@@ -221,17 +224,22 @@ def _run_jobs(jobs: list[tuple[_File, int]], runner: Runner, tc: Toolchains, wor
 
 
 def _write_manifest(root: Path, summary: ExecutionSummary, checked: set[str], runner: Runner,
-                    pch: bool) -> None:
+                    tc: Toolchains, ran: bool) -> None:
     """execution.json: how results were produced, and which languages could not run (merged
-    with an earlier manifest: languages not checked this time keep what was known of them)."""
+    with an earlier manifest: languages not checked this time keep what was known of them, and
+    one unsandboxed run marks the folder for good)."""
     path = root / "execution.json"
     old = formats.read_json(path) if path.exists() else {}
     unavailable = {k: v for k, v in old.get("unavailable", {}).items() if k not in checked}
     unavailable.update(summary.unavailable)
+    ctx = tc.context
     manifest = {
         "sandbox": "bubblewrap" if runner.sandboxed else "NONE (--unsafe-no-sandbox)",
+        "unsandboxed_runs": bool(old.get("unsandboxed_runs")) or (not runner.sandboxed and ran),
         "limits": runner.limits.__dict__,
-        "cpp_precompiled_header": pch,
+        "toolchain_cache": {"cpp_precompiled_header": ctx.pch_dir is not None,
+                            "go_build_cache": ctx.go_cache is not None,
+                            "javac_archive": ctx.javac_archive is not None},
         "unavailable": unavailable,
     }
     formats.write_json_atomic(path, manifest, indent=2)

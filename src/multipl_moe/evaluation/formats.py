@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..atomic import atomic_file
 
 RESULTS_SUFFIXES = (".results.json.gz", ".results.json")
 PARTIAL_SUFFIX = ".results.partial.jsonl"
@@ -36,35 +36,13 @@ def read_json(path: Path) -> Any:
 
 def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:
     """Write JSON (gzipped if the name ends in .gz) via a temp file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if path.name.endswith(".gz"):
-                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-                    gz.write(json.dumps(obj, indent=indent).encode())
-            else:
-                raw.write(json.dumps(obj, indent=indent).encode())
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = json.dumps(obj, indent=indent).encode()
+    write_bytes_atomic(path, gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        f.write(data)
 
 
 def is_completion_file(path: Path) -> bool:

@@ -68,6 +68,8 @@ class HFBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        import multipl_moe.modeling  # noqa: F401 (registers our MoE class for the Auto* loaders)
+
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype == "auto":
@@ -107,6 +109,8 @@ class HFBackend:
         if s.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
+            # top_k=0: nucleus sampling only, as servers (vLLM) and bigcode-evaluation-harness
+            # do; transformers would otherwise add its default top_k=50.
             kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
@@ -208,6 +212,20 @@ def completion_path(out_dir: Path, problem: dict) -> Path:
     return Path(out_dir) / f"{problem['name']}.json.gz"
 
 
+def pending(problems: list[dict], sampling: Sampling, out_dir: Path) -> list[dict]:
+    """Problems whose completion file is missing, unreadable or has fewer than n completions."""
+    todo = []
+    for p in problems:
+        path = completion_path(out_dir, p)
+        try:
+            if len(formats.read_json(path).get("completions", [])) >= sampling.n:
+                continue
+        except (OSError, ValueError, EOFError):
+            pass  # missing or unreadable: generate
+        todo.append(p)
+    return todo
+
+
 def generate(problems: list[dict], backend, sampling: Sampling, out_dir: Path,
              progress: bool = True, chunk_samples: int = 256) -> int:
     """Write `{name}.json.gz` with `sampling.n` completions per problem; returns how many
@@ -216,16 +234,7 @@ def generate(problems: list[dict], backend, sampling: Sampling, out_dir: Path,
     soon as it is done, so an interruption loses at most one chunk."""
     from tqdm import tqdm
 
-    todo = []
-    for p in problems:
-        path = completion_path(out_dir, p)
-        if path.exists():
-            try:
-                if len(formats.read_json(path).get("completions", [])) >= sampling.n:
-                    continue
-            except (OSError, ValueError):
-                pass  # unreadable: generate again
-        todo.append(p)
+    todo = pending(problems, sampling, out_dir)
     per_chunk = max(1, chunk_samples // sampling.n)
     with tqdm(total=len(todo) * sampling.n, unit="sample", desc=f"generate {Path(out_dir).name}",
               disable=not progress or not todo, dynamic_ncols=True) as bar:

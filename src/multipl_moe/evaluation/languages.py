@@ -179,6 +179,7 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in [
              packages=("lua5.4", "lua-unit"), probe="lu = require('luaunit')\n"),
     Language("jl", "Julia", "prog.jl", run=("julia", "prog.jl"), run_timeout=5.0,
              tools=("julia",), syntax_markers=("syntax:", "ParseError"), probe="using Test\n",
+             limit_address_space=False,  # like the JVM, Julia reserves address space up front
              not_packaged="Julia is not packaged in Debian; install it from julialang.org "
                           "into /usr/local or /usr"),
     Language("ml", "OCaml", "prog.ml", run=("ocaml", "prog.ml"), tools=("ocaml",),

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_file
 from . import formats
 from .languages import LANGUAGES, STATUSES, canonical
 from .passk import mean_pass_at_k
@@ -66,9 +67,14 @@ class Run:
 
     @property
     def keys(self) -> list[tuple[str, str]]:
-        order = list(LANGUAGES)
-        return sorted(self.cells, key=lambda bl: (bl[0], order.index(bl[1]) if bl[1] in order
-                                                  else len(order), bl[1]))
+        return _ordered(self.cells)
+
+
+def _ordered(keys) -> list[tuple[str, str]]:
+    """(benchmark, language) pairs by benchmark, then in LANGUAGES order."""
+    order = list(LANGUAGES)
+    return sorted(keys, key=lambda bl: (bl[0], order.index(bl[1]) if bl[1] in order
+                                        else len(order), bl[1]))
 
 
 def collect(root: Path) -> Run:
@@ -95,7 +101,8 @@ def collect(root: Path) -> Run:
     for manifest in Path(root).rglob("execution.json"):
         m = formats.read_json(manifest)
         run.unavailable.update(m.get("unavailable", {}))
-        run.unsandboxed |= not str(m.get("sandbox", "")).startswith("bubblewrap")
+        run.unsandboxed |= bool(m.get("unsandboxed_runs",
+                                      not str(m.get("sandbox", "")).startswith("bubblewrap")))
     return run
 
 
@@ -152,22 +159,17 @@ def labels(runs: list[Run]) -> list[str]:
 def compare_table(runs: list[Run], k: int = 1) -> str:
     """Markdown: one row per benchmark x language, pass@k of each folder side by side."""
     names = labels(runs)
-    keys = sorted({key for r in runs for key in r.cells},
-                  key=lambda bl: (bl[0], list(LANGUAGES).index(bl[1]) if bl[1] in LANGUAGES else 99))
     head = ["benchmark", "lang", *[f"{n} pass@{k}" for n in names]]
     if len(runs) == 2:
         head.append("delta")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for bench, lang in keys:
-        vals = []
+    for bench, lang in _ordered({key for r in runs for key in r.cells}):
+        cols, vals = [bench, lang], []
         for r in runs:
             cell = r.cells.get((bench, lang))
-            if (cell is None or not cell.counts) and lang in r.unavailable:
-                vals.append(None)
-                continue
-            vals.append(cell.passk(k) if cell else None)
-        cols = [bench, lang] + ["unavailable" if v is None and lang in r.unavailable else _pct(v)
-                                for v, r in zip(vals, runs)]
+            vals.append(cell.passk(k) if cell and cell.counts else None)
+            cols.append("unavailable" if vals[-1] is None and lang in r.unavailable
+                        else _pct(vals[-1]))
         if len(runs) == 2:
             a, b = vals
             cols.append("-" if a is None or b is None else f"{100 * (b - a):+.1f}")
@@ -189,6 +191,7 @@ def plot(runs: list[Run], path: Path, k: int = 1) -> Path:
         langs = [l for l in LANGUAGES if any((bench, l) in r.cells for r in runs)]
         langs += sorted({l for r in runs for b, l in r.cells if b == bench} - set(langs))
         for j, (run, name) in enumerate(zip(runs, names)):
+            label = name  # on the first bar drawn for this folder only
             for i, lang in enumerate(langs):
                 cell = run.cells.get((bench, lang))
                 value = cell.passk(k) if cell else None
@@ -197,7 +200,8 @@ def plot(runs: list[Run], path: Path, k: int = 1) -> Path:
                     note = "unavail." if lang in run.unavailable else "n/a"
                     ax.text(x, 0.5, note, rotation=90, ha="center", va="bottom", fontsize=7)
                     continue
-                ax.bar(x, 100 * value, width, color=f"C{j}", label=name if i == 0 else None)
+                ax.bar(x, 100 * value, width, color=f"C{j}", label=label)
+                label = None
                 ax.text(x, 100 * value + 0.5, f"{100 * value:.1f}", ha="center", va="bottom",
                         fontsize=7)
         ax.set_xticks(range(len(langs)), [LANGUAGES[l].name if l in LANGUAGES else l
@@ -208,13 +212,10 @@ def plot(runs: list[Run], path: Path, k: int = 1) -> Path:
         if len(runs) > 1:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 def write_report(run: Run, out_dir: Path, ks=DEFAULT_KS) -> dict[str, Path]:

@@ -68,7 +68,9 @@ class Limits:
     """Per-program resource limits (per process where rlimits are per process)."""
     memory_mb: int = 4096     # RLIMIT_DATA, and RLIMIT_AS unless the plan says no (the JVM
     #                           reserves gigabytes of address space it never touches)
-    nproc: int = 256          # RLIMIT_NPROC inside the sandbox's user namespace (threads count)
+    # RLIMIT_NPROC inside the sandbox's user namespace. Threads count too, and `go test` or a
+    # JVM start a few per core, so it grows with the machine (a fork bomb stops there).
+    nproc: int = max(256, 8 * (os.cpu_count() or 1))
     file_size_mb: int = 64    # RLIMIT_FSIZE
     open_files: int = 4096    # RLIMIT_NOFILE
     tmp_mb: int = 512         # size of the /tmp tmpfs (the only writable place)
@@ -76,7 +78,9 @@ class Limits:
     keep_bytes: int = 2048    # of each stream kept for the results file: this much head + tail
 
     def prlimit_args(self, plan: Plan) -> list[str]:
-        cpu = math.ceil(max(plan.run_timeout, plan.compile_timeout if plan.compile else 0)) + 1
+        # CPU seconds are only a backstop behind the wall clock; twice the step limit, so a
+        # legitimately busy multi-threaded step (JIT, GC threads) is never cut short by it.
+        cpu = 2 * math.ceil(max(plan.run_timeout, plan.compile_timeout if plan.compile else 0)) + 1
         mem = self.memory_mb << 20
         args = ["prlimit", f"--data={mem}", f"--nproc={self.nproc}", f"--cpu={cpu}",
                 f"--fsize={self.file_size_mb << 20}", f"--nofile={self.open_files}", "--core=0"]
@@ -259,6 +263,15 @@ def bwrap_path() -> str | None:
         (p for p in ("/usr/bin/bwrap", "/bin/bwrap") if os.access(p, os.X_OK)), None)
 
 
+def bwrap_version(bwrap: str) -> tuple[int, ...]:
+    """(0, 8, 0) from `bubblewrap 0.8.0`; (0,) if it cannot be told."""
+    try:
+        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=30).stdout
+        return tuple(int(x) for x in out.split()[-1].split("."))
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return (0,)
+
+
 class BwrapRunner(Runner):
     """The real sandbox (see the module docstring for what it guarantees)."""
 
@@ -270,6 +283,10 @@ class BwrapRunner(Runner):
         self._binds: list[tuple[str, str]] = []
         self._as_root = os.geteuid() == 0
         self._system = self._system_mounts()
+        self.version = bwrap_version(self.bwrap)
+        if self.version < (0, 5, 0):  # no --size: /tmp could fill the host's memory
+            raise SandboxError(f"bubblewrap {'.'.join(map(str, self.version))} is too old "
+                               "(0.5 or newer is needed to limit the size of /tmp)")
 
     @staticmethod
     def _system_mounts() -> list[str]:
@@ -290,8 +307,10 @@ class BwrapRunner(Runner):
 
     def command(self, plan: Plan, fds: dict[str, int]) -> list[str]:
         lim = self.limits
-        args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
-                "--die-with-parent", "--new-session", "--hostname", "sandbox", *self._system]
+        args = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent",
+                "--new-session", "--hostname", "sandbox", *self._system]
+        if self.version >= (0, 8, 0):
+            args.insert(3, "--disable-userns")
         for host, dest in self._binds:
             args += ["--ro-bind", host, dest]
         args += ["--proc", "/proc", "--dev", "/dev",

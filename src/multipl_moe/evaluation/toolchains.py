@@ -192,7 +192,9 @@ class Toolchains:
                 todo.append(code)
         built = [c for c in todo if c == "go" or (self.use_cache and c in ("cpp", "java"))]
         if built and self._cache is None:
-            self._cache = Path(tempfile.mkdtemp(prefix="multipl-moe-cache-"))
+            # As root, programs run as nobody: the cache must not sit under a private TMPDIR.
+            parent = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
+            self._cache = Path(tempfile.mkdtemp(prefix="multipl-moe-cache-", dir=parent))
             self._visible = self.runner.expose(self._cache)
         with ThreadPoolExecutor(max(1, workers)) as pool:
             builds = {c: pool.submit(self._build, c) for c in built}

@@ -96,8 +96,9 @@ class SwiGLUExperts(nn.Module):
         src_N = torch.div(order_N, K, rounding_mode="floor") if K > 1 else order_N
         x_sorted_NH = _gather_rows(x_TH, src_N, inverse_N, K)
         y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(idx_N, minlength=self.num_experts))
-        y_sorted_NH = y_sorted_NH * w_TK.reshape(-1).index_select(0, order_N).unsqueeze(-1)
-        return _scatter_rows(y_sorted_NH, src_N, inverse_N, K)
+        if _needs_grad(y_sorted_NH, w_TK):
+            return _WeightedScatterRows.apply(y_sorted_NH, w_TK.reshape(-1), order_N, inverse_N, K)
+        return _unsort_rows(y_sorted_NH, inverse_N, K, w_TK.reshape(-1))
 
     def forward_sorted(self, x_NH: torch.Tensor, rows_per_expert: int) -> torch.Tensor:
         """Rows already grouped by expert, `rows_per_expert` each, experts in index order.
@@ -190,8 +191,12 @@ def _sort_by_expert(expert_idx_N: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return order_N, inverse_N
 
 
-def _unsort_rows(y_sorted_NH: torch.Tensor, inverse_N: torch.Tensor, k: int) -> torch.Tensor:
+def _unsort_rows(y_sorted_NH: torch.Tensor, inverse_N: torch.Tensor, k: int,
+                 weight_N: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows back in token order (times `weight_N`, given in that order), each token's k summed."""
     y_NH = y_sorted_NH.index_select(0, inverse_N)
+    if weight_N is not None:
+        y_NH.mul_(weight_N.unsqueeze(-1))
     return y_NH if k == 1 else y_NH.view(-1, k, y_NH.shape[-1]).sum(1)
 
 
@@ -244,22 +249,50 @@ class _ScatterRows(torch.autograd.Function):
         return g_TH.index_select(0, src_N), None, None, None
 
 
-def _swiglu_into(x_nH, gate_up_nF, act_nI, h_nI, y_nH, gate_up_FH, down_HI) -> None:
-    I = act_nI.shape[1]
+class _WeightedScatterRows(torch.autograd.Function):
+    """`_ScatterRows` with the gates applied on the way: y[t] = sum_j w[t*k+j] * y_sorted[inverse[t*k+j]].
+
+    Fusing the gate into the unsort saves a [N, H] product and its copy each way; the gate's
+    gradient is a row-wise dot product in expert order.
+    """
+
+    @staticmethod
+    def forward(ctx, y_sorted_NH, weight_N, order_N, inverse_N, k):
+        ctx.save_for_backward(y_sorted_NH, weight_N, order_N, inverse_N)
+        ctx.k = k
+        return _unsort_rows(y_sorted_NH, inverse_N, k, weight_N)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_TH):
+        y_sorted_NH, weight_N, order_N, inverse_N = ctx.saved_tensors
+        k = ctx.k
+        src_N = torch.div(order_N, k, rounding_mode="floor") if k > 1 else order_N
+        g_sorted_NH = g_TH.index_select(0, src_N)
+        d_weight_N = None
+        if ctx.needs_input_grad[1]:
+            d_weight_N = torch.linalg.vecdot(g_sorted_NH, y_sorted_NH).index_select(0, inverse_N).to(weight_N.dtype)
+        if ctx.needs_input_grad[0]:
+            g_sorted_NH.mul_(weight_N.index_select(0, order_N).to(g_sorted_NH.dtype).unsqueeze(-1))
+        return g_sorted_NH, d_weight_N, None, None, None
+
+
+def _swiglu_into(x_nH, gate_up_nF, h_nI, y_nH, gate_up_FH, down_HI) -> None:
+    I = h_nI.shape[1]
     torch.mm(x_nH, gate_up_FH.t(), out=gate_up_nF)
-    torch.ops.aten.silu.out(gate_up_nF[:, :I], out=act_nI)
-    torch.mul(act_nI, gate_up_nF[:, I:], out=h_nI)
+    torch.ops.aten.silu.out(gate_up_nF[:, :I], out=h_nI)
+    h_nI.mul_(gate_up_nF[:, I:])
     torch.mm(h_nI, down_HI.t(), out=y_nH)
 
 
 def _grouped_swiglu(x_NH, gate_up_EFH, down_EHI, counts, keep: bool):
-    """y = SwiGLU_e(x) over rows grouped by expert; with `keep`, also the [N, 2I] / [N, I]
-    activations the backward needs (gate_up, act = silu(gate), h = act * up)."""
+    """y = SwiGLU_e(x) over rows grouped by expert; with `keep`, also what the backward needs:
+    gate_up [N, 2I] and h = silu(gate) * up [N, I] (silu(gate) itself is recomputed there)."""
     N, H = x_NH.shape
     F2 = gate_up_EFH.shape[1]
     I = F2 // 2
     y_NH = x_NH.new_empty(N, H)
-    kept = (x_NH.new_empty(N, F2), x_NH.new_empty(N, I), x_NH.new_empty(N, I)) if keep else ()
+    kept = (x_NH.new_empty(N, F2), x_NH.new_empty(N, I)) if keep else ()
     start = 0
     for e, n in enumerate(counts):
         if n == 0:
@@ -268,13 +301,12 @@ def _grouped_swiglu(x_NH, gate_up_EFH, down_EHI, counts, keep: bool):
         start += n
         m = max(n, _ROW_STABLE_MIN_ROWS)
         if m == n:
-            bufs = ([t[rows] for t in kept] if keep else
-                    [x_NH.new_empty(n, F2), x_NH.new_empty(n, I), x_NH.new_empty(n, I)])
+            bufs = [t[rows] for t in kept] if keep else [x_NH.new_empty(n, F2), x_NH.new_empty(n, I)]
             _swiglu_into(x_NH[rows], *bufs, y_NH[rows], gate_up_EFH[e], down_EHI[e])
         else:  # padded to a row-stable GEMM size: see `SwiGLUExperts._swiglu_row_stable`
-            bufs = [x_NH.new_empty(m, F2), x_NH.new_empty(m, I), x_NH.new_empty(m, I), x_NH.new_empty(m, H)]
+            bufs = [x_NH.new_empty(m, F2), x_NH.new_empty(m, I), x_NH.new_empty(m, H)]
             _swiglu_into(F.pad(x_NH[rows], (0, 0, 0, m - n)), *bufs, gate_up_EFH[e], down_EHI[e])
-            y_NH[rows] = bufs[3][:n]
+            y_NH[rows] = bufs[2][:n]
             for dst, src in zip(kept, bufs):  # nothing when not keeping
                 dst[rows] = src[:n]
     return y_NH, kept
@@ -294,18 +326,25 @@ class _GroupedSwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_NH, gate_up_EFH, down_EHI, counts):
         x_NH = x_NH.contiguous()
-        y_NH, (gate_up_NF, act_NI, h_NI) = _grouped_swiglu(x_NH, gate_up_EFH, down_EHI, counts, keep=True)
-        ctx.counts = counts
-        ctx.save_for_backward(x_NH, gate_up_EFH, down_EHI, gate_up_NF, act_NI, h_NI)
+        y_NH, (gate_up_NF, h_NI) = _grouped_swiglu(x_NH, gate_up_EFH, down_EHI, counts, keep=True)
+        ctx.counts, ctx.consumed = counts, False
+        ctx.save_for_backward(x_NH, gate_up_EFH, down_EHI, gate_up_NF, h_NI)
         return y_NH
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy_NH):
-        x_NH, gate_up_EFH, down_EHI, gate_up_NF, act_NI, h_NI = ctx.saved_tensors
+        # The saved activations serve as the backward's workspace (h -> dh, up -> d_gate,
+        # gate -> silu(gate) -> d_up), so the backward allocates nothing activation-sized: on CPU
+        # every fresh tens-of-MB buffer costs page faults, about as much as an elementwise pass.
+        if ctx.consumed:
+            raise RuntimeError("_GroupedSwiGLU reuses its saved activations as workspace in backward: "
+                               "it cannot be differentiated twice (retain_graph)")
+        ctx.consumed = True
+        x_NH, gate_up_EFH, down_EHI, gate_up_NF, h_NI = ctx.saved_tensors
         need_x, need_gate_up, need_down = ctx.needs_input_grad[:3]
         dy_NH = dy_NH.contiguous()
-        I = act_NI.shape[1]
+        I = h_NI.shape[1]
         some_empty = any(n == 0 for n in ctx.counts)
         new = torch.zeros_like if some_empty else torch.empty_like  # experts with no rows: zero gradient
         dx_NH = torch.empty_like(x_NH) if need_x else None
@@ -320,16 +359,20 @@ class _GroupedSwiGLU(torch.autograd.Function):
             dy_nH = dy_NH[rows]
             if need_down:
                 torch.mm(dy_nH.t(), h_NI[rows], out=d_down_EHI[e])
-            if need_x or need_gate_up:
-                dh_nI = torch.mm(dy_nH, down_EHI[e])
-                d_gate_up_nF = dy_NH.new_empty(n, 2 * I)
-                torch.mul(dh_nI, act_NI[rows], out=d_gate_up_nF[:, I:])
-                dh_nI.mul_(gate_up_NF[rows, I:])
-                torch.ops.aten.silu_backward.grad_input(dh_nI, gate_up_NF[rows, :I], grad_input=d_gate_up_nF[:, :I])
-                if need_x:
-                    torch.mm(d_gate_up_nF, gate_up_EFH[e], out=dx_NH[rows])
-                if need_gate_up:
-                    torch.mm(d_gate_up_nF.t(), x_NH[rows], out=d_gate_up_EFH[e])
+            if not (need_x or need_gate_up):
+                continue
+            gate_nI, up_nI = gate_up_NF[rows, :I], gate_up_NF[rows, I:]
+            dh_nI = torch.mm(dy_nH, down_EHI[e], out=h_NI[rows])  # h is no longer needed
+            d_gate_nI = up_nI.mul_(dh_nI)                         # d_act = dh * up ...
+            torch.ops.aten.silu_backward.grad_input(d_gate_nI, gate_nI, grad_input=d_gate_nI)  # ... -> d_gate
+            d_up_nI = F.silu(gate_nI, inplace=True).mul_(dh_nI)   # d_up = dh * silu(gate)
+            if need_x:  # dx = d_gate W_gate + d_up W_up, the second accumulated by the GEMM itself
+                dx_nH = dx_NH[rows]
+                torch.mm(d_gate_nI, gate_up_EFH[e, :I], out=dx_nH)
+                dx_nH.addmm_(d_up_nI, gate_up_EFH[e, I:])
+            if need_gate_up:
+                torch.mm(d_gate_nI.t(), x_NH[rows], out=d_gate_up_EFH[e, :I])
+                torch.mm(d_up_nI.t(), x_NH[rows], out=d_gate_up_EFH[e, I:])
         return dx_NH, d_gate_up_EFH, d_down_EHI, None
 
 

@@ -208,9 +208,8 @@ class SegmentMoE(nn.Module):
         x_rows = _TakeSegments.apply(seg_x, rows_Er)
         y_rows = self.experts.forward_sorted(x_rows.view(E * r_max * a, H), r_max * a).view(E * r_max, a, H)
         weight_Er = gates_Er if _is_one(output_scale) else gates_Er * output_scale
-        y_rows = y_rows * weight_Er.reshape(-1, 1, 1).to(y_rows.dtype)
         # Slots an expert did not take have gate 0, so they add exact zeros to their row.
-        y_GaH = _PutSegments.apply(y_rows, rows_Er, G)
+        y_GaH = _PutSegments.apply(y_rows, weight_Er.to(y_rows.dtype), rows_Er, G)
 
         y_BLH = self._ungrid(y_GaH.view(B, R, a, H), row_BL, slot_BL, real_BL, is_view)
         seq_of_row = torch.div(rows_Er, R, rounding_mode="floor")
@@ -316,14 +315,19 @@ def _add_rows_(out_GX: torch.Tensor, rows_R: torch.Tensor, src_RX: torch.Tensor)
     out_GX.index_copy_(0, rows_R, out_GX.index_select(0, rows_R).add_(src_RX))
 
 
-def _put_segments(y_XaH: torch.Tensor, rows_Er: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """Sum each expert's rows onto a zero grid of `num_rows` segments, one expert at a time, in order."""
+def _put_segments(y_XaH: torch.Tensor, rows_Er: torch.Tensor, num_rows: int,
+                  weight_Er: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum each expert's rows (times their gates) onto a zero grid of `num_rows` segments, one
+    expert at a time, in expert order."""
     E, r = rows_Er.shape
     y_EraH = y_XaH.reshape(E, r, *y_XaH.shape[1:])
+    w_Er11 = weight_Er.reshape(E, r, 1, 1) if weight_Er is not None else None
     out_GaH = y_XaH.new_zeros(num_rows, *y_XaH.shape[1:])
-    out_GaH.index_copy_(0, rows_Er[0], y_EraH[0])
+    out_GaH.index_copy_(0, rows_Er[0], y_EraH[0] if w_Er11 is None else y_EraH[0] * w_Er11[0])
     for e in range(1, E):
-        _add_rows_(out_GaH, rows_Er[e], y_EraH[e])
+        sel = out_GaH.index_select(0, rows_Er[e])
+        sel = sel.add_(y_EraH[e]) if w_Er11 is None else sel.addcmul_(y_EraH[e], w_Er11[e])
+        out_GaH.index_copy_(0, rows_Er[e], sel)
     return out_GaH
 
 
@@ -347,14 +351,26 @@ class _TakeSegments(torch.autograd.Function):
 
 
 class _PutSegments(torch.autograd.Function):
-    """The adjoint of `_TakeSegments`: each expert's rows summed back onto the segment grid."""
+    """The adjoint of `_TakeSegments`, with the gates: out[rows_Er[e, j]] += w[e, j] * y[e, j].
+
+    The gate is applied inside the accumulation (one addcmul), and its gradient is a dot
+    product per segment, so no gated copy of the [E * r, a, H] rows exists either way.
+    """
 
     @staticmethod
-    def forward(ctx, y_XaH, rows_Er, num_rows):
-        ctx.save_for_backward(rows_Er)
-        return _put_segments(y_XaH, rows_Er, num_rows)
+    def forward(ctx, y_XaH, weight_Er, rows_Er, num_rows):
+        ctx.save_for_backward(y_XaH, weight_Er, rows_Er)
+        return _put_segments(y_XaH, rows_Er, num_rows, weight_Er)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g_GaH):
-        (rows_Er,) = ctx.saved_tensors
-        return g_GaH.index_select(0, rows_Er.reshape(-1)), None, None
+        y_XaH, weight_Er, rows_Er = ctx.saved_tensors
+        g_XaH = g_GaH.index_select(0, rows_Er.reshape(-1))
+        d_weight = None
+        if ctx.needs_input_grad[1]:
+            X = g_XaH.shape[0]
+            d_weight = torch.linalg.vecdot(g_XaH.reshape(X, -1), y_XaH.reshape(X, -1)).view_as(weight_Er)
+        if ctx.needs_input_grad[0]:
+            g_XaH.mul_(weight_Er.reshape(-1, 1, 1))
+        return g_XaH, d_weight, None, None

@@ -1,0 +1,73 @@
+"""Run the benchmark parts and write their reports: `multipl-moe bench` and `benchmarks/*.py` call this.
+
+Each part writes `OUT/<part>.json` (every figure, the per-round times, the environment) and
+`OUT/<part>.md` (the table and the targets); `OUT/bench.md` gathers the parts of the run.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from .common import write_report
+
+PARTS = ("block", "model", "executor")
+REPO = Path(__file__).resolve().parents[3]
+EXECUTOR_SCRIPT = REPO / "benchmarks" / "executor.py"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cpu` or `cuda[:N]`; ValueError with a one-line reason when it cannot be used here."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r} (use cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available on this machine (this torch: "
+                         f"{torch.__version__}); run with --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported (use cpu or cuda)")
+    return device
+
+
+def default_shape(device: torch.device, quick: bool) -> str:
+    return "quick" if quick else ("paper" if device.type == "cuda" else "cpu")
+
+
+def run(parts: list[str], device: str = "cpu", dtype: str | None = None, repeats: int = 5,
+        out: str | Path = "runs/bench", quick: bool = False, shape: str | None = None,
+        with_reference: bool = False, command: str | None = None, progress=print) -> dict[str, dict]:
+    from .block import block_markdown, run_block
+    from .model import model_markdown, run_model
+
+    dev = resolve_device(device)
+    torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    shape = shape or default_shape(dev, quick)
+    command = command or "multipl-moe bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out = Path(out)
+    results, sections = {}, []
+    for part in parts:
+        if part == "block":
+            res = run_block(shape, dev, torch_dtype, repeats, with_reference, progress)
+            md = block_markdown(res, command)
+        elif part == "model":
+            res = run_model(shape, dev, torch_dtype, max(1, repeats), progress)
+            md = model_markdown(res, command)
+        else:  # the executor benchmark belongs to the evaluation package
+            if EXECUTOR_SCRIPT.is_file():
+                md = f"### Executor\n\nexecutor benchmark: see benchmarks/{EXECUTOR_SCRIPT.name}\n"
+            else:
+                md = "### Executor\n\nexecutor benchmark: not available yet (benchmarks/executor.py)\n"
+            progress(md.strip().splitlines()[-1])
+            res = {"part": "executor", "see": f"benchmarks/{EXECUTOR_SCRIPT.name}",
+                   "available": EXECUTOR_SCRIPT.is_file()}
+        json_path, md_path = write_report(out, part, res, md)
+        progress(f"wrote {json_path} and {md_path}")
+        results[part] = res
+        sections.append(md)
+    (out / "bench.md").write_text("\n\n".join(s.rstrip() for s in sections) + "\n")
+    progress("\n\n".join(sections))
+    return results

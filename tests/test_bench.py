@@ -1,0 +1,55 @@
+"""`multipl-moe bench` (issue 6): smoke tests on the quick shape. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from multipl_moe.cli import main as cli
+
+
+def test_bench_quick_block_writes_json_and_markdown(tmp_path, capsys):
+    assert cli(["bench", "--quick", "--parts", "block", "executor", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "block.json").read_text())
+    names = [r["variant"] for r in result["rows"]]
+    assert names[0] == "dense SwiGLU FFN"
+    for backend in ("eager", "grouped_mm", "batched_mm"):
+        assert f"transformers Qwen2MoeSparseMoeBlock [{backend}]" in names
+    for name in ("ours: token level (renorm gating)", "ours: token level (qwen2_moe gating)",
+                 "ours: segment level (batch)", "ours: segment level (causal)",
+                 "ours: hybrid block (batch)", "ours: hybrid block (causal)"):
+        assert name in names
+    for row in result["rows"]:
+        assert ("skipped" in row) or {"time_ms", "peak_mib", "ratio_to_ideal", "ideal_ms"} <= set(row)
+    # our token level with Qwen2-MoE gating computes exactly what transformers' block computes
+    assert result["checks"]["ours_qwen2_moe_gating_vs_transformers_max_abs_diff"] < 1e-5
+    md = (tmp_path / "block.md").read_text()
+    assert "| variant | time (ms) | peak (MiB) |" in md and "ours: hybrid block (causal)" in md
+    executor = (tmp_path / "executor.md").read_text()
+    assert "executor benchmark:" in executor
+    assert (tmp_path / "bench.md").is_file()
+
+
+def test_bench_quick_model_writes_json_and_markdown(tmp_path):
+    assert cli(["bench", "--quick", "--parts", "model", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "model.json").read_text())
+    assert [r["model"] for r in result["train"]] == ["dense", "token-only MoE", "hybrid (batch routing)",
+                                                      "hybrid (causal routing)"]
+    assert all(r["tokens_per_s"] > 0 and r["peak_mib"] is not None for r in result["train"])
+    decode = {(r["model"], r["batch"]): r for r in result["decode"]}
+    assert set(b for _, b in decode) == {1, 8}
+    assert decode[("hybrid (causal routing)", 1)]["kv_cache"] is True
+    assert decode[("hybrid (batch routing)", 1)]["kv_cache"] is False
+    assert "Greedy generation" in (tmp_path / "model.md").read_text()
+
+
+def test_bench_cuda_without_cuda_is_a_one_line_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert cli(["bench", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("multipl-moe bench: error:") and "CUDA" in err and "\n" not in err
+    assert cli(["bench", "--repeats", "0", "--out", str(tmp_path)]) == 2
