@@ -80,7 +80,7 @@ def test_rerun_reuses_results_and_redoes_only_changed_programs(tmp_path):
     formats.write_json_atomic(path, row)
     changed = quiet_execute(tmp_path)
     assert (changed.executed, changed.reused) == (1, 2)
-    results = formats.read_json(tmp_path / "HumanEval_900_tiny.results.json.gz")["results"]
+    results = formats.read_json(tmp_path / "HumanEval_900_tiny.results.json")["results"]
     assert results[1]["program"].endswith("    return 1 + 0\n\nassert f() == 1\n")
 
 
@@ -89,7 +89,7 @@ def test_output_dir_mirrors_the_layout(tmp_path):
     (src / "humaneval-py").mkdir(parents=True)
     write_completions(src / "humaneval-py", files=1, n=1)
     quiet_execute(src, out_dir=out)
-    assert (out / "humaneval-py" / "HumanEval_900_tiny.results.json.gz").exists()
+    assert (out / "humaneval-py" / "HumanEval_900_tiny.results.json").exists()
     assert not list(src.rglob("*.results.json*"))
 
 
@@ -125,7 +125,7 @@ def test_resume_after_kill_loses_nothing_and_duplicates_nothing(tmp_path):
     for i in range(files):
         path = tmp_path / f"HumanEval_{900 + i}_tiny.json.gz"
         row = formats.read_json(path)
-        results = formats.read_json(tmp_path / f"HumanEval_{900 + i}_tiny.results.json.gz")["results"]
+        results = formats.read_json(tmp_path / f"HumanEval_{900 + i}_tiny.results.json")["results"]
         assert [r["program"] for r in results] == [program_text(row, c) for c in row["completions"]]
         assert [r["status"] for r in results] == ["Exception", "OK"] * (n // 2)
 
@@ -163,7 +163,7 @@ def test_refuses_to_run_without_bubblewrap_unless_asked(tmp_path, monkeypatch, c
     assert "UNSAFE MODE" in captured.err and "network" in captured.err
     assert "WITHOUT the sandbox" in captured.out  # the report says so next to the numbers
     assert formats.read_json(tmp_path / "execution.json")["sandbox"].startswith("NONE")
-    results = formats.read_json(tmp_path / "HumanEval_900_tiny.results.json.gz")["results"]
+    results = formats.read_json(tmp_path / "HumanEval_900_tiny.results.json")["results"]
     assert [r["status"] for r in results] == ["Exception", "OK"]
 
 

@@ -113,7 +113,7 @@ def test_language_correct_passes_wrong_fails(executed, lang):
         pytest.skip(f"{LANGUAGES[lang].name} unavailable here: {summary.unavailable[lang]}")
     rows = _rows(lang)
     for name, (good, bad) in zip(PROBLEMS, SOLUTIONS[lang]):
-        data = formats.read_json(root / lang / f"{name}.results.json.gz")
+        data = formats.read_json(root / lang / f"{name}.results.json")
         assert data["name"] == name and "completions" not in data
         ok, wrong, garbage = data["results"]
         assert ok["program"] == program_text(rows[name], good)
@@ -129,6 +129,6 @@ def test_racket_failure_with_exit_code_zero_is_not_ok(executed):
     root, summary = executed
     if "rkt" in summary.unavailable:
         pytest.skip("Racket unavailable here")
-    wrong = formats.read_json(root / "rkt" / "HumanEval_53_add.results.json.gz")["results"][1]
+    wrong = formats.read_json(root / "rkt" / "HumanEval_53_add.results.json")["results"][1]
     assert wrong["exit_code"] == 0 and "FAILURE" in wrong["stderr"]
     assert wrong["status"] == "Exception"

@@ -102,12 +102,13 @@ def test_frozen_weights_and_input_without_grad():
 
 
 # ------------------------------------------------------------------ gradcheck of the hand-written backwards
-def test_gradcheck_grouped_swiglu_and_row_permutations():
+@pytest.mark.parametrize("counts", [(7, 0, 13), (16, 16, 16)])  # loop (empty, padded, full) / batched
+def test_grouped_swiglu_gradients_and_row_permutations(counts):
     torch.manual_seed(0)
-    x = torch.randn(20, 4, dtype=torch.float64, requires_grad=True)
+    N = sum(counts)
+    x = torch.randn(N, 4, dtype=torch.float64, requires_grad=True)
     w1 = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
     w2 = torch.randn(3, 4, 3, dtype=torch.float64, requires_grad=True)
-    counts = (7, 0, 13)  # an empty expert, a padded (< 16 rows) group, a full one
 
     def loop(x, w1, w2):  # plain autograd, float64: the gradients to match
         out, start = [], 0
@@ -120,7 +121,7 @@ def test_gradcheck_grouped_swiglu_and_row_permutations():
     # Its backward reuses the saved activations as workspace, so gradcheck (many backwards of one
     # graph) cannot run it; instead, several cotangents, each with a fresh forward.
     for seed in range(3):
-        g = torch.randn(20, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        g = torch.randn(N, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
         got = torch.autograd.grad(experts_mod._GroupedSwiGLU.apply(x, w1, w2, counts), (x, w1, w2), g)
         want = torch.autograd.grad(loop(x, w1, w2), (x, w1, w2), g)
         for a, b in zip(got, want):
@@ -238,3 +239,27 @@ def test_one_token_decoding_equals_the_grid_path_bit_for_bit(pooling, monkeypatc
     for a, c in zip(fast[1], slow[1]):
         for u, v in zip((a.num_seen_B, a.open_acc_BH, a.route_input_BH), (c.num_seen_B, c.open_acc_BH, c.route_input_BH)):
             assert torch.equal(u, v)
+
+
+# ------------------------------------------------------------------ the shared expert's fused path
+@pytest.mark.parametrize("frozen", [False, True])
+def test_shared_expert_fused_path_matches_forward(frozen):
+    from multipl_moe.moe import SwiGLUMLP
+
+    torch.manual_seed(0)
+    mlp = SwiGLUMLP(H, I).requires_grad_(not frozen)
+    x = torch.randn(2, 9, H)  # 18 rows: not padded; and a 3-row call below is
+    results = []
+    for method in ("forward", "forward_fused"):
+        m = copy.deepcopy(mlp)
+        xi = x.clone().requires_grad_(True)
+        y = getattr(m, method)(xi)
+        (y * torch.linspace(-1, 1, H)).sum().backward()
+        results.append([y, xi.grad] + [p.grad for p in m.parameters()])
+    for a, b in zip(*results):
+        if a is None:
+            assert b is None and frozen
+        else:
+            assert_close(b, a, 1e-5)
+    with torch.no_grad():
+        assert_close(mlp.forward_fused(x[0, :3]), mlp(x[0, :3]), 1e-5)

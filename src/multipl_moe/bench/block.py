@@ -2,7 +2,7 @@
 
 Variants (all experts trainable, so that every one of them does what the dense FFN does per token:
 a forward and a backward with weight gradients):
-- the dense SwiGLU FFN, the yardstick;
+- the dense SwiGLU FFN (transformers' `Qwen2MLP`, the dense model's own FFN), the yardstick;
 - transformers' `Qwen2MoeSparseMoeBlock` with the same token-level experts (5 routed, top-1, plus a
   shared expert), once per experts backend (`eager`, `grouped_mm`, `batched_mm`); its weights are
   copied from our token level with `qwen2_moe` gating, and the two outputs are checked equal, so
@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..moe import HybridMoEBlock, HybridMoEConfig, SegmentMoE, SegmentMoEConfig, SwiGLUMLP, TokenMoEConfig
+from ..moe import HybridMoEBlock, HybridMoEConfig, SegmentMoE, SegmentMoEConfig, TokenMoEConfig
 from .common import (available_memory_bytes, environment, markdown_table, mib, peak_memory_bytes,
                      time_interleaved)
 
@@ -159,9 +159,14 @@ def build_variants(shape: BlockShape, device: torch.device, dtype: torch.dtype, 
     def put(m: nn.Module) -> nn.Module:
         return m.to(device=device, dtype=dtype).train()
 
+    # The yardstick is the dense model's own FFN: transformers' Qwen2MLP.
+    from transformers import Qwen2Config
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
+
     torch.manual_seed(0)
-    dense = put(SwiGLUMLP(shape.hidden, shape.inter))
-    variants.append(Variant("dense SwiGLU FFN", "dense", 1.0, _fwd_bwd(dense, x, lambda m, xi: _loss(m(xi)))))
+    dense = put(Qwen2MLP(Qwen2Config(hidden_size=shape.hidden, intermediate_size=shape.inter, hidden_act="silu")))
+    variants.append(Variant("dense SwiGLU FFN (transformers Qwen2MLP)", "dense", 1.0,
+                            _fwd_bwd(dense, x, lambda m, xi: _loss(m(xi)))))
 
     torch.manual_seed(1)
     ours_qwen = put(HybridMoEBlock(_moe_config(shape, segment=False, gating="qwen2_moe"), shape.hidden, shape.inter))

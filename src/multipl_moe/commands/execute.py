@@ -12,7 +12,7 @@ from multipl_moe.cli import UserError
 DESCRIPTION = """\
 Execute MultiPL-E completion files (NAME.json.gz or NAME.json with fields name, language, prompt,
 tests, stop_tokens, completions; searched recursively) and write MultiPL-E results files beside
-them (NAME.results.json.gz: results = [{program, status, exit_code, stdout, stderr}], status one
+them (NAME.results.json: results = [{program, status, exit_code, stdout, stderr}], status one
 of OK / SyntaxError / Exception / Timeout), which MultiPL-E's own pass_k.py can read.
 
 Each program (prompt + completion + "\\n" + tests) runs with MultiPL-E's compile/run commands and

@@ -2,9 +2,9 @@
 
 - completion file `NAME.json.gz` (or `.json`): one problem's `name, language, prompt, tests,
   stop_tokens` plus `completions` (and generation settings such as `temperature`);
-- results file `NAME.results.json.gz` (or `.results.json`, matching the completion file): the same
-  fields without `completions`, plus `results: [{program, status, exit_code, stdout, stderr,
-  timestamp}]`, one per completion, in order;
+- results file `NAME.results.json` (MultiPL-E's tools also read and write `.results.json.gz`; we
+  read both): the same fields without `completions`, plus `results: [{program, status,
+  exit_code, stdout, stderr, timestamp}]`, one per completion, in order;
 - while a file is being executed, finished results are appended to `NAME.results.partial.jsonl`
   (one JSON line per completion, with its index), so a crash loses at most the programs that
   were running; the final results file replaces it atomically.
@@ -58,7 +58,13 @@ def completion_files(root: Path) -> list[Path]:
 
 
 def results_files(root: Path) -> list[Path]:
-    return sorted(p for p in Path(root).rglob("*.results.json*") if p.name.endswith(RESULTS_SUFFIXES))
+    """Results files under `root`, ours (.results.json) or MultiPL-E's (.results.json.gz); one
+    per problem where both exist (the plain one)."""
+    found = {}
+    for p in sorted(Path(root).rglob("*.results.json*"), key=lambda p: p.name.endswith(".gz")):
+        if p.name.endswith(RESULTS_SUFFIXES):
+            found.setdefault((p.parent, stem(p)), p)
+    return sorted(found.values())
 
 
 def stem(path: Path) -> str:
@@ -72,12 +78,11 @@ def stem(path: Path) -> str:
 
 def results_path(completion: Path, completions_root: Path, out_root: Path | None = None) -> Path:
     """Where the results of `completion` go: beside it (MultiPL-E's layout) or mirrored under
-    `out_root`. Gzipped iff the completion file is."""
+    `out_root`; always plain `.results.json` (MultiPL-E's pass_k.py reads it as well as .gz)."""
     folder = completion.parent
     if out_root is not None:
         folder = Path(out_root) / completion.parent.relative_to(completions_root)
-    gz = ".gz" if completion.name.endswith(".gz") else ""
-    return folder / f"{stem(completion)}.results.json{gz}"
+    return folder / f"{stem(completion)}.results.json"
 
 
 def partial_path(results: Path) -> Path:

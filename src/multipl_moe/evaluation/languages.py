@@ -5,7 +5,8 @@ wall-clock limits, and how an exit code plus output become one of MultiPL-E's st
 (OK / SyntaxError / Exception / Timeout). The commands and limits are MultiPL-E's own
 (`evaluation/src/eval_*.py`: 15 s per step, 30 s for `go test`, `java -ea` with javatuples,
 `g++ -std=c++17`, plain `rustc`), so our pass@k is comparable with published numbers. Where we
-deviate it is for speed or robustness and never changes a verdict:
+deviate it is for speed or robustness, never changing the verdict on a program that runs
+normally (checked: 0 of 360 verdicts differ with and without the speed-ups):
 
 - C++ may use a precompiled `<bits/stdc++.h>` (built per run by `toolchains`), but only when the
   program starts with `#include` lines that include it, so forcing it first changes nothing.

@@ -53,10 +53,13 @@ _GRACE_S = 2.0  # after the program ends or is killed: how long to wait for its 
 
 UNSAFE_WARNING = """\
 !!! UNSAFE MODE: model-written programs run WITHOUT a sandbox, as {user}. !!!
-They CAN: reach the network; read every file {user} can read (your home, SSH keys, tokens);
-write or delete every file {user} can write; start processes that detach (setsid) and survive
-the run{root}. Only rlimits (memory, CPU, file size{nproc}), a private temp dir and a
-process-group kill on timeout apply. Use this only on a throw-away machine or container."""
+They CAN:
+  - reach the network;
+  - read every file {user} can read (your home, SSH keys, tokens);
+  - write or delete every file {user} can write{root};
+  - start processes that detach (setsid) and outlive the run, and fork without limit.
+Only rlimits (memory, CPU time, file size), a private temp dir and a process-group kill on
+timeout apply. Use this only on a throw-away machine."""
 
 
 class SandboxError(RuntimeError):
@@ -77,13 +80,17 @@ class Limits:
     output_mb: int = 16       # stdout + stderr beyond this: killed, status Exception
     keep_bytes: int = 2048    # of each stream kept for the results file: this much head + tail
 
-    def prlimit_args(self, plan: Plan) -> list[str]:
+    def prlimit_args(self, plan: Plan, nproc: bool = True) -> list[str]:
+        """`prlimit ... --`. Without a fresh user namespace RLIMIT_NPROC would count every process
+        of the user (a desktop has hundreds), so the unsafe runner leaves it out (`nproc=False`)."""
         # CPU seconds are only a backstop behind the wall clock; twice the step limit, so a
         # legitimately busy multi-threaded step (JIT, GC threads) is never cut short by it.
         cpu = 2 * math.ceil(max(plan.run_timeout, plan.compile_timeout if plan.compile else 0)) + 1
         mem = self.memory_mb << 20
-        args = ["prlimit", f"--data={mem}", f"--nproc={self.nproc}", f"--cpu={cpu}",
-                f"--fsize={self.file_size_mb << 20}", f"--nofile={self.open_files}", "--core=0"]
+        args = ["prlimit", f"--data={mem}", f"--cpu={cpu}", f"--fsize={self.file_size_mb << 20}",
+                f"--nofile={self.open_files}", "--core=0"]
+        if nproc:
+            args.append(f"--nproc={self.nproc}")
         if plan.limit_address_space:
             args.append(f"--as={mem}")
         return args + ["--"]
@@ -359,8 +366,7 @@ class UnsafeRunner(Runner):
         root = os.geteuid() == 0
         user = "root" if root else os.environ.get("USER", f"uid {os.geteuid()}")
         return UNSAFE_WARNING.format(
-            user=user, root=" and, as root, can change anything on this machine" if root else "",
-            nproc="" if root else ", processes")
+            user=user, root=" (as root: anything on this machine)" if root else "")
 
     def run(self, plan: Plan) -> Outcome:
         tmp = tempfile.mkdtemp(prefix="multipl-moe-unsafe-")
@@ -371,7 +377,7 @@ class UnsafeRunner(Runner):
                 Path(workdir, name).write_bytes(data)
             env = _base_env(plan, tmp)
             start = time.monotonic()
-            proc = subprocess.Popen([*self.limits.prlimit_args(plan), *_driver(plan)],
+            proc = subprocess.Popen([*self.limits.prlimit_args(plan, nproc=False), *_driver(plan)],
                                     cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True, close_fds=True)

@@ -45,6 +45,22 @@ class SwiGLUMLP(nn.Module):
     def forward(self, x_NH: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act_fn(self.gate_proj(x_NH)) * self.up_proj(x_NH))
 
+    def forward_fused(self, x_NH: torch.Tensor) -> torch.Tensor:
+        """`forward` through the experts' fast path (`_GroupedSwiGLU`, one group of all rows), with
+        the gate and up weights concatenated on the fly (a weight-sized copy, small next to the
+        activations). The layout stays Qwen2's, so checkpoints and export are unchanged."""
+        gate_up_FH = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+        if self.act_fn is not F.silu or x_NH.dtype != gate_up_FH.dtype:
+            return self.forward(x_NH)
+        shape = x_NH.shape
+        x_nH = x_NH.reshape(-1, shape[-1])
+        args = (x_nH, gate_up_FH.unsqueeze(0), self.down_proj.weight.unsqueeze(0))
+        if _needs_grad(*args):
+            y_nH = _GroupedSwiGLU.apply(*args, (x_nH.shape[0],))
+        else:
+            y_nH = _grouped_swiglu(*args, (x_nH.shape[0],), keep=False)[0]
+        return y_nH.view(shape)
+
 
 class SwiGLUExperts(nn.Module):
     """E SwiGLU experts with fused weights; `forward(x_NH, expert_idx_N)` runs row n through its expert."""
@@ -277,39 +293,55 @@ class _WeightedScatterRows(torch.autograd.Function):
         return g_sorted_NH, d_weight_N, None, None, None
 
 
-def _swiglu_into(x_nH, gate_up_nF, h_nI, y_nH, gate_up_FH, down_HI) -> None:
-    I = h_nI.shape[1]
-    torch.mm(x_nH, gate_up_FH.t(), out=gate_up_nF)
-    torch.ops.aten.silu.out(gate_up_nF[:, :I], out=h_nI)
-    h_nI.mul_(gate_up_nF[:, I:])
-    torch.mm(h_nI, down_HI.t(), out=y_nH)
+def _groups(counts) -> list[tuple[int, slice]]:
+    """(expert, rows) of each non-empty group of rows sorted by expert."""
+    out, start = [], 0
+    for e, n in enumerate(counts):
+        if n:
+            out.append((e, slice(start, start + n)))
+            start += n
+    return out
+
+
+def _equal_groups(counts) -> int:
+    """The common group size when every expert has the same number of rows (expert choice), and
+    enough of them for a row-stable GEMM; then one batched GEMM replaces the loop. Else 0."""
+    n = counts[0]
+    return n if n >= _ROW_STABLE_MIN_ROWS and all(c == n for c in counts) else 0
+
+
+def _project(a_NK: torch.Tensor, w_EOK: torch.Tensor, counts, out_NO: torch.Tensor) -> None:
+    """out[rows_e] = a[rows_e] @ w[e]^T for every group, with `_swiglu_row_stable`'s padding of
+    small groups, so that a row's result does not depend on how many rows its expert got."""
+    n = _equal_groups(counts)
+    if n:
+        E = len(counts)
+        torch.bmm(a_NK.view(E, n, -1), w_EOK.transpose(1, 2), out=out_NO.view(E, n, -1))
+        return
+    for e, rows in _groups(counts):
+        a_nK = a_NK[rows]
+        if a_nK.shape[0] >= _ROW_STABLE_MIN_ROWS:
+            torch.mm(a_nK, w_EOK[e].t(), out=out_NO[rows])
+        else:
+            padded = F.pad(a_nK, (0, 0, 0, _ROW_STABLE_MIN_ROWS - a_nK.shape[0]))
+            out_NO[rows] = F.linear(padded, w_EOK[e])[:a_nK.shape[0]]
 
 
 def _grouped_swiglu(x_NH, gate_up_EFH, down_EHI, counts, keep: bool):
     """y = SwiGLU_e(x) over rows grouped by expert; with `keep`, also what the backward needs:
-    gate_up [N, 2I] and h = silu(gate) * up [N, I] (silu(gate) itself is recomputed there)."""
+    gate_up [N, 2I] and h = silu(gate) * up [N, I] (silu(gate) itself is recomputed there).
+
+    GEMMs run per expert (or batched); the elementwise steps run once over all rows, since they
+    act row by row: fewer, larger ops, which matters when the cores are shared.
+    """
     N, H = x_NH.shape
-    F2 = gate_up_EFH.shape[1]
-    I = F2 // 2
-    y_NH = x_NH.new_empty(N, H)
-    kept = (x_NH.new_empty(N, F2), x_NH.new_empty(N, I)) if keep else ()
-    start = 0
-    for e, n in enumerate(counts):
-        if n == 0:
-            continue
-        rows = slice(start, start + n)
-        start += n
-        m = max(n, _ROW_STABLE_MIN_ROWS)
-        if m == n:
-            bufs = [t[rows] for t in kept] if keep else [x_NH.new_empty(n, F2), x_NH.new_empty(n, I)]
-            _swiglu_into(x_NH[rows], *bufs, y_NH[rows], gate_up_EFH[e], down_EHI[e])
-        else:  # padded to a row-stable GEMM size: see `SwiGLUExperts._swiglu_row_stable`
-            bufs = [x_NH.new_empty(m, F2), x_NH.new_empty(m, I), x_NH.new_empty(m, H)]
-            _swiglu_into(F.pad(x_NH[rows], (0, 0, 0, m - n)), *bufs, gate_up_EFH[e], down_EHI[e])
-            y_NH[rows] = bufs[2][:n]
-            for dst, src in zip(kept, bufs):  # nothing when not keeping
-                dst[rows] = src[:n]
-    return y_NH, kept
+    I = gate_up_EFH.shape[1] // 2
+    gate_up_NF, h_NI, y_NH = x_NH.new_empty(N, 2 * I), x_NH.new_empty(N, I), x_NH.new_empty(N, H)
+    _project(x_NH, gate_up_EFH, counts, gate_up_NF)
+    torch.ops.aten.silu.out(gate_up_NF[:, :I], out=h_NI)
+    h_NI.mul_(gate_up_NF[:, I:])
+    _project(h_NI, down_EHI, counts, y_NH)
+    return y_NH, ((gate_up_NF, h_NI) if keep else ())
 
 
 class _GroupedSwiGLU(torch.autograd.Function):
@@ -337,42 +369,63 @@ class _GroupedSwiGLU(torch.autograd.Function):
         # The saved activations serve as the backward's workspace (h -> dh, up -> d_gate,
         # gate -> silu(gate) -> d_up), so the backward allocates nothing activation-sized: on CPU
         # every fresh tens-of-MB buffer costs page faults, about as much as an elementwise pass.
+        # (The elementwise steps must not touch padding: there is none, small groups are padded
+        # only inside `_project`.)
         if ctx.consumed:
             raise RuntimeError("_GroupedSwiGLU reuses its saved activations as workspace in backward: "
                                "it cannot be differentiated twice (retain_graph)")
         ctx.consumed = True
         x_NH, gate_up_EFH, down_EHI, gate_up_NF, h_NI = ctx.saved_tensors
         need_x, need_gate_up, need_down = ctx.needs_input_grad[:3]
+        counts = ctx.counts
         dy_NH = dy_NH.contiguous()
         I = h_NI.shape[1]
-        some_empty = any(n == 0 for n in ctx.counts)
-        new = torch.zeros_like if some_empty else torch.empty_like  # experts with no rows: zero gradient
+        new = torch.zeros_like if 0 in counts else torch.empty_like  # experts with no rows: zero gradient
         dx_NH = torch.empty_like(x_NH) if need_x else None
         d_gate_up_EFH = new(gate_up_EFH) if need_gate_up else None
         d_down_EHI = new(down_EHI) if need_down else None
-        start = 0
-        for e, n in enumerate(ctx.counts):
-            if n == 0:
-                continue
-            rows = slice(start, start + n)
-            start += n
-            dy_nH = dy_NH[rows]
+        n = _equal_groups(counts)
+        E = len(counts)
+        groups = _groups(counts)
+
+        # dW_down = dy^T h, then dh = dy W_down written over h, which is no longer needed.
+        if n:
+            dy_EnH, h_EnI = dy_NH.view(E, n, -1), h_NI.view(E, n, -1)
             if need_down:
-                torch.mm(dy_nH.t(), h_NI[rows], out=d_down_EHI[e])
-            if not (need_x or need_gate_up):
-                continue
-            gate_nI, up_nI = gate_up_NF[rows, :I], gate_up_NF[rows, I:]
-            dh_nI = torch.mm(dy_nH, down_EHI[e], out=h_NI[rows])  # h is no longer needed
-            d_gate_nI = up_nI.mul_(dh_nI)                         # d_act = dh * up ...
-            torch.ops.aten.silu_backward.grad_input(d_gate_nI, gate_nI, grad_input=d_gate_nI)  # ... -> d_gate
-            d_up_nI = F.silu(gate_nI, inplace=True).mul_(dh_nI)   # d_up = dh * silu(gate)
-            if need_x:  # dx = d_gate W_gate + d_up W_up, the second accumulated by the GEMM itself
-                dx_nH = dx_NH[rows]
-                torch.mm(d_gate_nI, gate_up_EFH[e, :I], out=dx_nH)
-                dx_nH.addmm_(d_up_nI, gate_up_EFH[e, I:])
+                torch.bmm(dy_EnH.transpose(1, 2), h_EnI, out=d_down_EHI)
+            if need_x or need_gate_up:
+                torch.bmm(dy_EnH, down_EHI, out=h_EnI)
+        else:
+            for e, rows in groups:
+                if need_down:
+                    torch.mm(dy_NH[rows].t(), h_NI[rows], out=d_down_EHI[e])
+                if need_x or need_gate_up:
+                    torch.mm(dy_NH[rows], down_EHI[e], out=h_NI[rows])
+        if not (need_x or need_gate_up):
+            return dx_NH, d_gate_up_EFH, d_down_EHI, None
+        dh_NI, gate_NI, up_NI = h_NI, gate_up_NF[:, :I], gate_up_NF[:, I:]
+        d_gate_NI = up_NI.mul_(dh_NI)                                    # dh * up ...
+        torch.ops.aten.silu_backward.grad_input(d_gate_NI, gate_NI, grad_input=d_gate_NI)  # ... -> d_gate
+        d_up_NI = F.silu(gate_NI, inplace=True).mul_(dh_NI)              # dh * silu(gate)
+
+        # dx = d_gate W_gate + d_up W_up (the GEMM accumulates the second); dW = d^T x per half.
+        if n:
+            dg_EnI, du_EnI, x_EnH = d_gate_NI.view(E, n, I), d_up_NI.view(E, n, I), x_NH.view(E, n, -1)
+            if need_x:
+                dx_EnH = dx_NH.view(E, n, -1)
+                torch.bmm(dg_EnI, gate_up_EFH[:, :I], out=dx_EnH)
+                dx_EnH.baddbmm_(du_EnI, gate_up_EFH[:, I:])
             if need_gate_up:
-                torch.mm(d_gate_nI.t(), x_NH[rows], out=d_gate_up_EFH[e, :I])
-                torch.mm(d_up_nI.t(), x_NH[rows], out=d_gate_up_EFH[e, I:])
+                torch.bmm(dg_EnI.transpose(1, 2), x_EnH, out=d_gate_up_EFH[:, :I])
+                torch.bmm(du_EnI.transpose(1, 2), x_EnH, out=d_gate_up_EFH[:, I:])
+        else:
+            for e, rows in groups:
+                if need_x:
+                    torch.mm(d_gate_NI[rows], gate_up_EFH[e, :I], out=dx_NH[rows])
+                    dx_NH[rows].addmm_(d_up_NI[rows], gate_up_EFH[e, I:])
+                if need_gate_up:
+                    torch.mm(d_gate_NI[rows].t(), x_NH[rows], out=d_gate_up_EFH[e, :I])
+                    torch.mm(d_up_NI[rows].t(), x_NH[rows], out=d_gate_up_EFH[e, I:])
         return dx_NH, d_gate_up_EFH, d_down_EHI, None
 
 

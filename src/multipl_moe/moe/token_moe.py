@@ -78,7 +78,9 @@ class TokenMoE(nn.Module):
             routed_w_TK, shared_w_T = routed_w_TK * output_scale, shared_w_T * output_scale
         # Weighted sum over the K choices in a fixed order: a deterministic combine.
         y_TH = self.experts.forward_weighted(x_TH, routing.routed_idx_TK, routed_w_TK)
-        y_TH = torch.addcmul(y_TH, self.shared_expert(x_TH), shared_w_T.to(x_TH.dtype).unsqueeze(-1))
+        shared_TH = (self.shared_expert(x_TH) if self.experts.dispatch == "reference"
+                     else self.shared_expert.forward_fused(x_TH))
+        y_TH = torch.addcmul(y_TH, shared_TH, shared_w_T.to(x_TH.dtype).unsqueeze(-1))
         return y_TH, routing
 
 
