@@ -25,7 +25,7 @@ def test_bench_quick_block_writes_json_and_markdown(tmp_path, capsys):
     # our token level with Qwen2-MoE gating computes exactly what transformers' block computes
     assert result["checks"]["ours_qwen2_moe_gating_vs_transformers_max_abs_diff"] < 1e-5
     md = (tmp_path / "block.md").read_text()
-    assert "| variant | time (ms) | peak (MiB) |" in md and "ours: hybrid block (causal)" in md
+    assert "| variant | time (ms) | min (ms) | peak (MiB) |" in md and "ours: hybrid block (causal)" in md
     executor = (tmp_path / "executor.md").read_text()
     assert "executor benchmark:" in executor
     assert (tmp_path / "bench.md").is_file()

@@ -19,8 +19,8 @@ than that.
 
 from __future__ import annotations
 
-import copy
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -242,6 +242,7 @@ def run_block(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
             row.update(time_ms=timed.median(v.name) * 1e3, min_ms=min(timed.rounds[v.name]) * 1e3,
                        ideal_ms=timed.median(dense) * v.ffn_equivalents * 1e3,
                        ratio_to_ideal=timed.ratio(v.name, dense, v.ffn_equivalents),
+                       ratio_of_minima=min(timed.rounds[v.name]) / (v.ffn_equivalents * min(timed.rounds[dense])),
                        rounds_ms=[round(t * 1e3, 1) for t in timed.rounds[v.name]])
         if v.note:
             row["note"] = v.note
@@ -252,6 +253,7 @@ def run_block(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
             row["peak_mib"] = mib(peak_memory_bytes(v.step, device))
     result = {"part": "block", "shape_name": shape_name, "shape": asdict(shape), "dtype": str(dtype).replace("torch.", ""),
               "repeats": repeats, "env": environment(device), "checks": checks, "rows": rows}
+    result["env"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     result["targets"] = block_targets(result)
     return result
 
@@ -265,9 +267,11 @@ def block_targets(result: dict) -> list[dict]:
     targets = []
     for name in ("ours: hybrid block (batch)", "ours: hybrid block (causal)"):
         if name in rows:
-            ratio = rows[name]["ratio_to_ideal"]
-            targets.append({"target": f"{name}: fwd+bwd <= {limit}x FLOP-ideal", "value": round(ratio, 3),
-                            "met": ratio <= limit})
+            # Both estimators must agree: on a shared machine one noisy dense round can pull the
+            # median of per-round ratios down; the ratio of minima is the other, noise-robust view.
+            ratio = max(rows[name]["ratio_to_ideal"], rows[name]["ratio_of_minima"])
+            targets.append({"target": f"{name}: fwd+bwd <= {limit}x FLOP-ideal (worse of median per-round "
+                            "ratio and ratio of minima)", "value": round(ratio, 3), "met": ratio <= limit})
     hf = {n: r for n, r in rows.items() if n.startswith("transformers Qwen2MoeSparseMoeBlock")}
     if hf:
         fastest = min(hf, key=lambda n: rows[n]["time_ms"])
@@ -288,13 +292,18 @@ def block_markdown(result: dict, command: str = "") -> str:
             f"H={s['hidden']}, I={s['inter']}, {s['token_experts']}+{s['segment_experts']} experts, "
             f"K={s['top_k']}, a={s['segment_length']}; {result['dtype']}, {env['device']})\n\n"
             f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads"
-            + (f"; `{command}`" if command else "") + f"; median of {result['repeats']} interleaved rounds.\n")
+            + (f"; `{command}`" if command else "") + f"; median of {result['repeats']} interleaved rounds; "
+            f"1-min load average {env['loadavg_1m_at_start']} at start, {env.get('loadavg_1m_at_end')} at end.\n\n"
+            "Time: median over rounds; ratio to ideal: median over rounds of time / (active FFNs x the dense "
+            "FFN's time in the same round); ratio of minima: the same with each variant's fastest round. Peak: bytes held by torch's allocator above those live at the "
+            "call's start (CPU: summed from torch.profiler's allocation events; CUDA: max_memory_allocated).\n")
     rows = []
     for r in result["rows"]:
         rows.append({**r, "variant": r["variant"] + (f" (skipped: {r['skipped']})" if "skipped" in r else "")})
-    table = markdown_table([("variant", "variant"), ("time_ms", "time (ms)"), ("peak_mib", "peak (MiB)"),
+    table = markdown_table([("variant", "variant"), ("time_ms", "time (ms)"), ("min_ms", "min (ms)"),
+                            ("peak_mib", "peak (MiB)"),
                             ("ffn_equivalents", "active FFNs/token"), ("ideal_ms", "FLOP-ideal (ms)"),
-                            ("ratio_to_ideal", "ratio to ideal")], rows)
+                            ("ratio_to_ideal", "ratio to ideal"), ("ratio_of_minima", "ratio of minima")], rows)
     checks = "".join(f"\nCheck: {k} = {v:.2e}" for k, v in result["checks"].items())
     return head + "\n" + table + "\n" + checks + "\n\n" + targets_markdown(result["targets"])
 

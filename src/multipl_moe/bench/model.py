@@ -13,6 +13,7 @@ segment experts start as copies of its FFN.
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import asdict, dataclass, replace
 
@@ -158,6 +159,7 @@ def run_model(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
     result = {"part": "model", "shape_name": shape_name, "shape": asdict(shape),
               "dtype": str(dtype).replace("torch.", ""), "repeats": repeats, "env": environment(device),
               "train": train_rows, "decode": decode_rows}
+    result["env"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     result["targets"] = model_targets(result)
     return result
 
@@ -181,7 +183,8 @@ def model_markdown(result: dict, command: str = "") -> str:
             f"I={s['inter']}, {s['heads']}/{s['kv_heads']} heads, vocab {s['vocab']}, a={s['segment_length']}; "
             f"{result['dtype']}, {env['device']})\n\n"
             f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads"
-            + (f"; `{command}`" if command else "") + f"; median of {result['repeats']} interleaved rounds.\n")
+            + (f"; `{command}`" if command else "") + f"; median of {result['repeats']} interleaved rounds; "
+            f"1-min load average {env['loadavg_1m_at_start']} at start, {env.get('loadavg_1m_at_end')} at end.\n")
     train = markdown_table([("model", "model"), ("params_m", "params (M)"), ("step_ms", "step (ms)"),
                             ("tokens_per_s", "train tokens/s"), ("vs_dense", "time vs dense"),
                             ("peak_mib", "peak (MiB)")], result["train"])

@@ -46,7 +46,10 @@ def run(parts: list[str], device: str = "cpu", dtype: str | None = None, repeats
     dev = resolve_device(device)
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     shape = shape or default_shape(dev, quick)
-    command = command or "multipl-moe bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if command is None:
+        prog = Path(sys.argv[0]).name
+        prog = "multipl-moe" if prog in ("multipl-moe", "__main__.py", "cli.py") else f"python {sys.argv[0]}"
+        command = " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
     out = Path(out)
     results, sections = {}, []
     for part in parts:

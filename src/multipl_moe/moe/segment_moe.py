@@ -118,18 +118,6 @@ class SegmentMoE(nn.Module):
             return grid_BRaH.sum(2, dtype=torch.float32)
         return grid_BRaH.float().amax(2)
 
-    def _one_token_rows(self, x_B1H, real_B1):
-        """What `_grid` + `_row_acc` give for a one-token call after history (decoding), without
-        building the [B, 2, a, H] grid: the token lands in row 0 (the open segment), row 1 stays
-        empty, and a row's sum or max over one token and empty slots is that token, exactly."""
-        B, _, H = x_B1H.shape
-        fill = float("-inf") if self.config.pooling == "max" else 0.0
-        acc_BH = x_B1H[:, 0].float()
-        if real_B1 is not None:
-            acc_BH = torch.where(real_B1, acc_BH, torch.full_like(acc_BH, fill))
-        acc_BRH = torch.stack([acc_BH, torch.full_like(acc_BH, fill)], 1)
-        return acc_BRH, torch.zeros(B, 1, dtype=torch.long, device=x_B1H.device), 2
-
     def _pool(self, acc_BRH, counts_BR, open_acc_BH):
         """Pool each row; the open row also folds in the accumulator carried over from earlier calls."""
         if open_acc_BH is not None:
@@ -154,6 +142,8 @@ class SegmentMoE(nn.Module):
                 raise ValueError("segment routing `batch` has no incremental form: it chooses over "
                                  "whole windows and the whole batch; recompute the full prefix instead")
             return self._forward_batch(x_BLH, real_BL, output_scale)
+        if x_BLH.shape[1] == 1 and state is not None and not compute_balance_loss:
+            return self._decode_step(x_BLH, real_BL, state, output_scale)
         return self._forward_causal(x_BLH, real_BL, state, compute_balance_loss, balance_reduce, output_scale)
 
     def _row_counts(self, real_BL, num_seen_B, B, L, R, device):
@@ -236,11 +226,8 @@ class SegmentMoE(nn.Module):
         B, L, H = x_BLH.shape
         E, a, k = cfg.num_experts, cfg.segment_length, cfg.causal_top_k
         seen_B = state.num_seen_B if state is not None else None
-        if L == 1 and seen_B is not None:  # decoding: the grid is only for pooling, so skip it
-            row_acc_BRH, row_BL, R = self._one_token_rows(x_BLH, real_BL)
-        else:
-            grid_BRaH, row_BL, _, R, _ = self._grid(x_BLH, real_BL, seen_B)
-            row_acc_BRH = self._row_acc(grid_BRaH)
+        grid_BRaH, row_BL, _, R, _ = self._grid(x_BLH, real_BL, seen_B)
+        row_acc_BRH = self._row_acc(grid_BRaH)
         counts_BR, total_B = self._row_counts(real_BL, seen_B, B, L, R, x_BLH.device)
         acc_BRH, pooled_BRH = self._pool(row_acc_BRH, counts_BR, state.open_acc_BH if state is not None else None)
 
@@ -285,6 +272,50 @@ class SegmentMoE(nn.Module):
 
         new_state = self._next_state(acc_BRH, pooled_BRH, state, total_B, R)
         return SegmentOutput(y_BLH, load_BE, balance, logits_BRE.reshape(-1, E), active_BR.reshape(-1),
+                             state=new_state)
+
+    def _decode_step(self, x_B1H, real_B1, state, output_scale=1.0) -> SegmentOutput:
+        """`_forward_causal` for one token per sequence after a prefix: the same values, bit for bit
+        (tests/test_moe_fastpaths.py), in far fewer ops. The token joins the open segment
+        (row 0 of the general path; row 1 is always empty), which it may complete."""
+        cfg = self.config
+        B, _, H = x_B1H.shape
+        E, a, k = cfg.num_experts, cfg.segment_length, cfg.causal_top_k
+        mean = cfg.pooling == "mean"
+        fill = 0.0 if mean else float("-inf")
+        x_BH = x_B1H[:, 0]
+        real_B = real_B1[:, 0].bool() if real_B1 is not None else None
+        seen_B = state.num_seen_B
+        xf_BH = x_BH.float()
+        if real_B is not None:
+            xf_BH = torch.where(real_B[:, None], xf_BH, torch.full_like(xf_BH, fill))
+        acc_BH = xf_BH + state.open_acc_BH if mean else torch.maximum(xf_BH, state.open_acc_BH)
+        total_B = seen_B + (real_B.long() if real_B is not None else 1)
+        count_B = (total_B - (seen_B // a) * a).clamp(0, a)  # real tokens of the open segment
+        if mean:
+            pooled_BH = acc_BH / count_B.clamp(min=1).unsqueeze(-1).float()
+        else:
+            pooled_BH = torch.where(count_B.unsqueeze(-1) > 0, acc_BH, torch.zeros_like(acc_BH))
+
+        # Routing of the open segment (and, as the general path computes it, of the next one).
+        first_BH = torch.where((seen_B // a >= 1).unsqueeze(-1), state.route_input_BH,
+                               self.first_segment_query.float().expand(B, H))
+        logits_BRE = F.linear(torch.stack([first_BH, pooled_BH], 1), self.router.weight.float())
+        gate_BRk, expert_BRk = torch.topk(torch.softmax(logits_BRE, dim=-1), k, dim=-1)
+        gate_Bk, expert_Bk = gate_BRk[:, 0] * self._gate_scale(), expert_BRk[:, 0]
+        if real_B is not None:
+            gate_Bk = gate_Bk * real_B.unsqueeze(-1)
+        if not _is_one(output_scale):
+            gate_Bk = gate_Bk * output_scale
+        y_BH = self.experts.forward_weighted(x_BH, expert_Bk, gate_Bk)
+
+        active_B = real_B if real_B is not None else torch.ones(B, dtype=torch.bool, device=x_B1H.device)
+        load_BE = F.one_hot(expert_Bk, E).sum(1) * active_B.unsqueeze(-1)
+        completed_B1 = (total_B // a > seen_B // a).unsqueeze(-1)
+        new_state = SegmentState(total_B, torch.where(completed_B1, torch.full_like(acc_BH, fill), acc_BH),
+                                 torch.where(completed_B1, pooled_BH, state.route_input_BH))
+        z_valid = torch.stack([active_B, torch.zeros_like(active_B)], 1).reshape(-1)
+        return SegmentOutput(y_BH.unsqueeze(1), load_BE, None, logits_BRE.reshape(-1, E), z_valid,
                              state=new_state)
 
     def _next_state(self, acc_BRH, pooled_BRH, state, total_B, R) -> SegmentState:
