@@ -231,6 +231,7 @@ def run_block(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
     for v in variants:
         if v.skipped:
             progress(f"  skip {v.name}: {v.skipped}")
+    load_at_start = round(os.getloadavg()[0], 2)
     timed = time_interleaved({v.name: v.step for v in live}, device, repeats, progress=progress)
     dense = variants[0].name
     rows = []
@@ -253,7 +254,7 @@ def run_block(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
             row["peak_mib"] = mib(peak_memory_bytes(v.step, device))
     result = {"part": "block", "shape_name": shape_name, "shape": asdict(shape), "dtype": str(dtype).replace("torch.", ""),
               "repeats": repeats, "env": environment(device), "checks": checks, "rows": rows}
-    result["env"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    result["env"].update(loadavg_1m_at_start=load_at_start, loadavg_1m_at_end=round(os.getloadavg()[0], 2))
     result["targets"] = block_targets(result)
     return result
 

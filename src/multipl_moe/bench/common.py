@@ -112,8 +112,7 @@ def environment(device: torch.device) -> dict:
 
     env = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "torch": torch.__version__,
            "transformers": transformers.__version__, "python": platform.python_version(),
-           "device": str(device), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-           "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}
+           "device": str(device), "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     else:

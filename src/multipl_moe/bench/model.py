@@ -108,6 +108,7 @@ def run_model(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
     g = torch.Generator().manual_seed(0)
     progress(f"model: {shape_name} shape {asdict(shape)}, {device}, {dtype}")
 
+    load_at_start = round(os.getloadavg()[0], 2)
     # ---- training
     ids = torch.randint(3, shape.vocab, (shape.train_batch, shape.train_seq), generator=g).to(device)
     steps = {}
@@ -159,7 +160,7 @@ def run_model(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
     result = {"part": "model", "shape_name": shape_name, "shape": asdict(shape),
               "dtype": str(dtype).replace("torch.", ""), "repeats": repeats, "env": environment(device),
               "train": train_rows, "decode": decode_rows}
-    result["env"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    result["env"].update(loadavg_1m_at_start=load_at_start, loadavg_1m_at_end=round(os.getloadavg()[0], 2))
     result["targets"] = model_targets(result)
     return result
 
