@@ -1,16 +1,15 @@
-"""Evaluation-executor throughput, sandboxed vs not (see multipl_moe.bench.executor).
+"""Executor benchmark (issue 6, part 3): programs/s per language, sandboxed vs not.
 
-    python benchmarks/executor.py [--quick] [--out runs/bench]
+    python benchmarks/executor.py [--quick] [--repeats 3] [--out runs/bench]
+
+Same code and output as `multipl-moe bench --parts executor` (src/multipl_moe/bench/executor.py).
 """
 
-import argparse
-from pathlib import Path
+from __future__ import annotations
 
-from multipl_moe.bench.executor import run_executor_bench
+import sys
+
+from multipl_moe.cli import main
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 languages, 1 repeat")
-    ap.add_argument("--out", default="runs/bench")
-    args = ap.parse_args()
-    print(run_executor_bench(Path(args.out), quick=args.quick)[1])
+    sys.exit(main(["bench", "--parts", "executor", *sys.argv[1:]]))

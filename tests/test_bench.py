@@ -10,7 +10,7 @@ from multipl_moe.cli import main as cli
 
 
 def test_bench_quick_block_writes_json_and_markdown(tmp_path, capsys):
-    assert cli(["bench", "--quick", "--parts", "block", "executor", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    assert cli(["bench", "--quick", "--parts", "block", "--repeats", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "block.json").read_text())
     names = [r["variant"] for r in result["rows"]]
     assert names[0].startswith("dense SwiGLU FFN")
@@ -26,9 +26,31 @@ def test_bench_quick_block_writes_json_and_markdown(tmp_path, capsys):
     assert result["checks"]["ours_qwen2_moe_gating_vs_transformers_max_abs_diff"] < 1e-5
     md = (tmp_path / "block.md").read_text()
     assert "| variant | time (ms) | min (ms) | peak (MiB) |" in md and "ours: hybrid block (causal)" in md
-    executor = (tmp_path / "executor.md").read_text()
-    assert "executor benchmark:" in executor
     assert (tmp_path / "bench.md").is_file()
+
+
+@pytest.mark.slow
+def test_bench_quick_executor_runs_the_same_programs_sandboxed_and_not(tmp_path):
+    from multipl_moe.evaluation.sandbox import bwrap_path
+
+    assert cli(["bench", "--quick", "--parts", "executor", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "executor.json").read_text())
+    rows = {r["lang"]: r for r in result["per_language"]}
+    assert set(rows) == {"py", "cpp", "rs"}
+    assert result["verdicts_identical"] is True
+    for lang, row in rows.items():
+        if "unavailable" in row:
+            continue
+        # 3 problems x (2 correct, 1 wrong, 1 unparsable): the verdicts are the real ones
+        assert row["programs"] == 12 and row["statuses"]["OK"] == 6, row
+        assert row["unsandboxed_per_s"] > 0
+        if bwrap_path():
+            assert row["sandboxed_per_s"] > 0 and "sandbox_overhead_pct" in row
+    live = [r for r in rows.values() if "unavailable" not in r]
+    assert [w["workers"] for w in result["whole_set"]] == [1, 2]
+    assert all(w["programs"] == 12 * len(live) for w in result["whole_set"])
+    md = (tmp_path / "executor.md").read_text()
+    assert "| language | programs | sandboxed (programs/s)" in md and "Verdicts across every run" in md
 
 
 def test_bench_quick_model_writes_json_and_markdown(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from multipl_moe.evaluation import formats
+from multipl_moe.evaluation import formats, toolchains
 from multipl_moe.evaluation.execute import execute, program_text
 from multipl_moe.evaluation.languages import LANGUAGES
 from multipl_moe.evaluation.sandbox import bwrap_path
@@ -132,3 +132,24 @@ def test_racket_failure_with_exit_code_zero_is_not_ok(executed):
     wrong = formats.read_json(root / "rkt" / "HumanEval_53_add.results.json")["results"][1]
     assert wrong["exit_code"] == 0 and "FAILURE" in wrong["stderr"]
     assert wrong["status"] == "Exception"
+
+
+def test_artefact_languages_run_last_with_their_caches(executed):
+    """C++, Go and Java wait for their per-run artefacts, which build on a side thread while the
+    other languages run. An installed toolchain must come out available (a probe killed between
+    the two phases would mark it unavailable) and use its artefact."""
+    root, summary = executed
+    late = {"java": "javac_archive", "cpp": "cpp_precompiled_header", "go": "go_build_cache"}
+    installed = [c for c in late if toolchains.missing(LANGUAGES[c]) is None]
+    if not installed:
+        pytest.skip("none of java, cpp, go is installed")
+    manifest = formats.read_json(root / "execution.json")
+    for code in installed:
+        assert code not in summary.unavailable, summary.unavailable
+        assert manifest["toolchain_cache"][late[code]] is True, manifest
+    stamps = {lang: [r["timestamp"] for p in (root / lang).glob("*.results.json")
+                     for r in formats.read_json(p)["results"]]
+              for lang in SOLUTIONS if lang not in summary.unavailable}
+    early = [t for lang, ts in stamps.items() if lang not in late for t in ts]
+    after = [t for lang, ts in stamps.items() if lang in late for t in ts]
+    assert early and after and max(early) <= min(after)

@@ -15,8 +15,6 @@ import torch
 from .common import write_report
 
 PARTS = ("block", "model", "executor")
-REPO = Path(__file__).resolve().parents[3]
-EXECUTOR_SCRIPT = REPO / "benchmarks" / "executor.py"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,6 +29,21 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {name!r} is not supported (use cpu or cuda)")
     return device
+
+
+def run_executor(quick: bool, repeats: int, progress) -> tuple[dict, str]:
+    """The executor part needs a source checkout: it executes the language tests' hand-written
+    completions on the MultiPL-E prompts next to the repository (../shared/data/multipl-e)."""
+    from .executor import REPO, run_executor_bench
+
+    needed = [REPO / "tests" / "test_eval_languages.py", REPO.parent / "shared" / "data" / "multipl-e"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        md = "### Executor\n\nnot run: needs a source checkout with " + ", ".join(missing) + "\n"
+        progress(md.strip().splitlines()[-1])
+        return {"part": "executor", "skipped": "missing " + ", ".join(missing)}, md
+    # Each executor round runs every program twice (sandboxed and not): 3 rounds unless told fewer.
+    return run_executor_bench(quick=quick, rounds=min(repeats, 3), progress=progress)
 
 
 def default_shape(device: torch.device, quick: bool) -> str:
@@ -59,14 +72,8 @@ def run(parts: list[str], device: str = "cpu", dtype: str | None = None, repeats
         elif part == "model":
             res = run_model(shape, dev, torch_dtype, max(1, repeats), progress)
             md = model_markdown(res, command)
-        else:  # the executor benchmark belongs to the evaluation package
-            if EXECUTOR_SCRIPT.is_file():
-                md = f"### Executor\n\nexecutor benchmark: see benchmarks/{EXECUTOR_SCRIPT.name}\n"
-            else:
-                md = "### Executor\n\nexecutor benchmark: not available yet (benchmarks/executor.py)\n"
-            progress(md.strip().splitlines()[-1])
-            res = {"part": "executor", "see": f"benchmarks/{EXECUTOR_SCRIPT.name}",
-                   "available": EXECUTOR_SCRIPT.is_file()}
+        else:
+            res, md = run_executor(quick, repeats, progress)
         json_path, md_path = write_report(out, part, res, md)
         progress(f"wrote {json_path} and {md_path}")
         results[part] = res

@@ -16,7 +16,11 @@ Measure, in one run and side by side:
   model     a small Qwen2-shaped model, dense vs token-only MoE vs hybrid: training tokens/s
             (forward + backward + AdamW) and greedy decoding tokens/s with the KV cache at
             batch 1 and 8.
-  executor  see benchmarks/executor.py (the evaluation executor's own benchmark).
+  executor  the evaluation executor: programs/s per language with and without the bubblewrap
+            sandbox (same completions, interleaved rounds), and every language in one run with
+            1 and 2 workers, against MultiPL-E's executor figures. Needs a source checkout (it
+            runs the language tests' hand-written completions on ../shared/data/multipl-e) and
+            the toolchains (`make toolchains`); a missing language is reported unavailable.
 
 Shapes: `cpu` (H=512, I=1376, 8 x 1024 tokens; the default on CPU), `paper` (H=2048, I=5504,
 8 x 1024, the default on CUDA, bf16), `quick` (tiny, seconds; for smoke tests). Times are medians
@@ -27,8 +31,8 @@ over interleaved rounds after a warm-up. Writes OUT/<part>.json, OUT/<part>.md a
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark the MoE block and model (time, memory, FLOP-ideal ratio)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", nargs="+", default=["block", "model"], choices=["block", "model", "executor"],
-                   help="what to measure (default: block model)")
+    p.add_argument("--parts", nargs="+", default=["block", "model", "executor"],
+                   choices=["block", "model", "executor"], help="what to measure (default: all three)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="activations and weights (default: float32 on CPU, bfloat16 on CUDA)")

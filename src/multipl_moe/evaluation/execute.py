@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
+from tqdm import tqdm
+
 from . import formats
 from .languages import LANGUAGES, Language, canonical
 from .sandbox import Outcome, Runner, make_runner
@@ -152,33 +154,58 @@ def execute(completions_dir: Path, out_dir: Path | None = None, langs: Iterable[
     summary.files = len(paths)
 
     needed = sorted({f.lang.code for f in files if f.pending}, key=list(LANGUAGES).index)
-    with Toolchains(runner, use_cache=use_cache) as tc:
-        if needed:
-            summary.unavailable = tc.prepare(needed, workers=workers)
-        for code, why in summary.unavailable.items():
-            log(f"unavailable: {LANGUAGES[code].name} ({code}): {why} -- its files are skipped")
-        files = [f for f in files if f.lang.code not in summary.unavailable]
+
+    with Toolchains(runner, use_cache=use_cache) as tc, ThreadPoolExecutor(1) as side:
+        # Languages with a per-run artefact (C++ header, Go cache, javac archive: ~5 s in all)
+        # run last; their artefacts build on a side thread while the others' programs run.
+        late = [c for c in needed if tc.builds_artefact(c)]
+        early = [c for c in needed if c not in late]
+        if early:
+            summary.unavailable = tc.prepare(early, workers=workers)
+        building = side.submit(tc.prepare, late, workers) if late else None
+
+        def runnable(codes: list[str]) -> list[_File]:
+            for code in codes:
+                if code in summary.unavailable:
+                    log(f"unavailable: {LANGUAGES[code].name} ({code}): {summary.unavailable[code]}"
+                        " -- its files are skipped")
+            keep = [f for f in files if f.lang.code in codes and f.lang.code not in summary.unavailable]
+            for f in keep:
+                if not f.pending:   # everything already in the partial file: just finish it
+                    f.finish()
+            return keep
+
         for f in files:
-            if not f.pending:   # everything already in the partial file: just finish it
+            if f.lang.code not in needed:   # nothing pending: finish from the partial file
                 f.finish()
-        jobs = [(f, i) for f in files for i in f.pending]
-        _write_manifest(out_root or root, summary, set(needed), runner, tc, ran=bool(jobs))
-        start = time.monotonic()
+        phase1 = runnable(early)
+        jobs1 = [(f, i) for f in phase1 for i in f.pending]
+        _write_manifest(out_root or root, summary, set(early), runner, tc, ran=bool(jobs1))
+        n_late = sum(len(f.pending) for f in files if f.lang.code in late)
+        bar = tqdm(total=len(jobs1) + n_late, unit="prog", desc="execute",
+                   disable=not progress or not (jobs1 or n_late), dynamic_ncols=True)
+        phase2: list[_File] = []
         try:
-            _run_jobs(jobs, runner, tc, workers, run_timeout, summary, progress)
+            _run_jobs(jobs1, runner, tc, workers, run_timeout, summary, bar)
+            if building is not None:
+                summary.unavailable.update(building.result())
+            phase2 = runnable(late)
+            jobs2 = [(f, i) for f in phase2 for i in f.pending]
+            bar.total = len(jobs1) + len(jobs2)
+            _write_manifest(out_root or root, summary, set(needed), runner, tc, ran=bool(jobs1 or jobs2))
+            _run_jobs(jobs2, runner, tc, workers, run_timeout, summary, bar)
         finally:
-            summary.seconds = time.monotonic() - start
-            for f in files:
+            bar.close()
+            for f in phase1 + phase2:
                 if f.journal is not None:
                     f.journal.close()
     return summary
 
 
 def _run_jobs(jobs: list[tuple[_File, int]], runner: Runner, tc: Toolchains, workers: int,
-              run_timeout: float | None, summary: ExecutionSummary, progress: bool) -> None:
-    from tqdm import tqdm
-
+              run_timeout: float | None, summary: ExecutionSummary, bar) -> None:
     output_mb = runner.limits.output_mb
+    start = time.monotonic()
 
     def run_one(f: _File, i: int) -> dict:
         plan = f.lang.plan(f.programs[i], tc.context)
@@ -191,8 +218,6 @@ def _run_jobs(jobs: list[tuple[_File, int]], runner: Runner, tc: Toolchains, wor
 
     left = Counter(id(f) for f, _ in jobs)
     queue = iter(jobs)
-    bar = tqdm(total=len(jobs), unit="prog", desc="execute", disable=not progress or not jobs,
-               dynamic_ncols=True)
     pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="execute")
     running: dict[Future, tuple[_File, int]] = {}
     try:
@@ -215,12 +240,15 @@ def _run_jobs(jobs: list[tuple[_File, int]], runner: Runner, tc: Toolchains, wor
                 left[id(f)] -= 1
                 if left[id(f)] == 0:
                     f.finish()
-    finally:
-        bar.close()
+    except BaseException:
         for fut in running:
             fut.cancel()
+        # Only on the way out: between the two phases a toolchain probe may be running.
         runner.kill_all()
+        raise
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        summary.seconds += time.monotonic() - start  # programs only: no toolchain set-up
 
 
 def _write_manifest(root: Path, summary: ExecutionSummary, checked: set[str], runner: Runner,

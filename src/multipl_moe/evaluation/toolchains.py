@@ -18,6 +18,7 @@ the slow toolchains fast without changing a verdict (measured on a MultiPL-E pro
 - Go: a GOCACHE warmed with testing + fmt: 1.3 s -> 0.25 s per `go test`;
 - Java: a class-data-sharing archive of javac's classes: about 0.2 s off each javac.
 The artefacts are built on the host from trusted inputs only (system headers, a fixed file).
+`execute` builds them while the programs of the other languages run.
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ class Toolchains:
         tail = (out.stderr.strip() or out.stdout.strip())[-300:]
         return f"probe program failed: {tail or f'exit code {out.exit_code}'}"
 
+    def builds_artefact(self, code: str) -> bool:
+        """Whether `prepare` builds a per-run artefact for `code` (seconds, not milliseconds)."""
+        return code == "go" or (self.use_cache and code in ("cpp", "java"))
+
     def prepare(self, codes: list[str], workers: int = 2) -> dict[str, str]:
         """Check `codes` and build their artefacts; returns {code: why unavailable}.
 
@@ -190,7 +195,7 @@ class Toolchains:
                 self.unavailable[code] = why
             else:
                 todo.append(code)
-        built = [c for c in todo if c == "go" or (self.use_cache and c in ("cpp", "java"))]
+        built = [c for c in todo if self.builds_artefact(c)]
         if built and self._cache is None:
             # As root, programs run as nobody: the cache must not sit under a private TMPDIR.
             parent = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
