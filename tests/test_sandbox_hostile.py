@@ -514,12 +514,14 @@ def test_unprivileged_and_limited(sandbox):
     program = """import os, resource
 print(os.getuid(), os.getgid(), resource.getrlimit(resource.RLIMIT_NPROC)[0],
       resource.getrlimit(resource.RLIMIT_DATA)[0], os.getcwd(), os.path.exists("/root"),
-      os.path.exists({home!r}), os.path.exists("/work"))
+      os.path.exists({home!r}), os.path.exists("/work"), ",".join(map(str, os.getgroups())) or "-")
 """.format(home=str(Path.home()))
     status, out = run(sandbox, "py", program)
     assert status == "OK", out
-    uid, gid, nproc, data, cwd, *exists = out.stdout.split()
+    uid, gid, nproc, data, cwd, *exists, groups = out.stdout.split()
     assert int(uid) != 0 and int(gid) != 0
+    if os.geteuid() == 0:  # dropped to nobody, without root's supplementary groups
+        assert int(uid) == 65534 and groups in ("-", gid), (uid, groups)
     assert int(nproc) == LIMITS.nproc and int(data) == LIMITS.memory_mb << 20
     assert cwd == "/tmp/w" and exists == ["False", "False", "False"]
 

@@ -289,6 +289,7 @@ class BwrapRunner(Runner):
             raise SandboxError("bubblewrap (bwrap) is not installed")
         self._binds: list[tuple[str, str]] = []
         self._as_root = os.geteuid() == 0
+        self._setpriv = shutil.which("setpriv") if self._as_root else None
         self._system = self._system_mounts()
         self.version = bwrap_version(self.bwrap)
         if self.version < (0, 5, 0):  # no --size: /tmp could fill the host's memory
@@ -342,7 +343,14 @@ class BwrapRunner(Runner):
                 fds[name] = fd
             cmd = self.command(plan, fds)
             # As root, bwrap runs as nobody so that RLIMIT_NPROC and file permissions apply.
-            ids = dict(user=_NOBODY, group=_NOBODY, extra_groups=[]) if self._as_root else {}
+            # Dropping the ids with setpriv rather than Popen(user=...) keeps Popen on vfork:
+            # with ids to set it forks, copying the page tables of this process, which costs
+            # 93 ms per program in a process holding 4 GiB (a loaded model) vs 2.4 ms via setpriv.
+            ids = {}
+            if self._setpriv:
+                cmd = [self._setpriv, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups", *cmd]
+            elif self._as_root:
+                ids = dict(user=_NOBODY, group=_NOBODY, extra_groups=[])
             start = time.monotonic()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, pass_fds=tuple(fds.values()),
