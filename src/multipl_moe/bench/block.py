@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..moe import HybridMoEBlock, HybridMoEConfig, SegmentMoE, SegmentMoEConfig, TokenMoEConfig
-from .common import (available_memory_bytes, environment, markdown_table, mib, peak_memory_bytes,
+from .common import (available_memory_bytes, environment, markdown_table, mib, peak_memory_bytes, run_line,
                      time_interleaved)
 
 
@@ -292,9 +292,7 @@ def block_markdown(result: dict, command: str = "") -> str:
     head = (f"### Block, forward + backward ({result['shape_name']} shape: B={s['batch']} x S={s['seq']}, "
             f"H={s['hidden']}, I={s['inter']}, {s['token_experts']}+{s['segment_experts']} experts, "
             f"K={s['top_k']}, a={s['segment_length']}; {result['dtype']}, {env['device']})\n\n"
-            f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads"
-            + (f"; `{command}`" if command else "") + f"; median of {result['repeats']} interleaved rounds; "
-            f"1-min load average {env['loadavg_1m_at_start']} at start, {env.get('loadavg_1m_at_end')} at end.\n\n"
+            + run_line(env, command, result["repeats"]) + "\n\n"
             "Time: median over rounds; ratio to ideal: median over rounds of time / (active FFNs x the dense "
             "FFN's time in the same round); ratio of minima: the same with each variant's fastest round. Peak: bytes held by torch's allocator above those live at the "
             "call's start (CPU: summed from torch.profiler's allocation events; CUDA: max_memory_allocated).\n")

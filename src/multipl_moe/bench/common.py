@@ -148,3 +148,10 @@ def write_report(out_dir: Path, name: str, payload: dict, markdown: str) -> tupl
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def run_line(env: dict, command: str, repeats: int) -> str:
+    """The line under a part's heading: when, with what, how, and how loaded the machine was."""
+    return (f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads"
+            + (f"; `{command}`" if command else "") + f"; median of {repeats} interleaved rounds; "
+            f"1-min load average {env['loadavg_1m_at_start']} at start, {env.get('loadavg_1m_at_end')} at end.")

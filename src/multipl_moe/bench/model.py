@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ..presets import PRESETS
-from .common import environment, markdown_table, mib, peak_memory_bytes, time_interleaved
+from .common import environment, markdown_table, mib, peak_memory_bytes, run_line, time_interleaved
 
 
 @dataclass
@@ -182,10 +182,7 @@ def model_markdown(result: dict, command: str = "") -> str:
     s, env = result["shape"], result["env"]
     head = (f"### Model ({result['shape_name']} shape: Qwen2-shaped, {s['layers']} layers, H={s['hidden']}, "
             f"I={s['inter']}, {s['heads']}/{s['kv_heads']} heads, vocab {s['vocab']}, a={s['segment_length']}; "
-            f"{result['dtype']}, {env['device']})\n\n"
-            f"{env['date']}, torch {env['torch']}, transformers {env['transformers']}, {env['threads']} threads"
-            + (f"; `{command}`" if command else "") + f"; median of {result['repeats']} interleaved rounds; "
-            f"1-min load average {env['loadavg_1m_at_start']} at start, {env.get('loadavg_1m_at_end')} at end.\n")
+            f"{result['dtype']}, {env['device']})\n\n" + run_line(env, command, result["repeats"]) + "\n")
     train = markdown_table([("model", "model"), ("params_m", "params (M)"), ("step_ms", "step (ms)"),
                             ("tokens_per_s", "train tokens/s"), ("vs_dense", "time vs dense"),
                             ("peak_mib", "peak (MiB)")], result["train"])
