@@ -140,6 +140,25 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(inputs, 
     assert aux_a == pytest.approx(aux_b, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
+def test_fsdp2_two_cpu_processes_match_one_process():
+    """The model under torch's FSDP2 (gloo, 2 processes) trains like one process: same losses."""
+    worker = Path(__file__).parent / "fsdp2_worker.py"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+
+    def run(*launcher: str) -> list[float]:
+        proc = subprocess.run([*launcher, str(worker)], capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])["losses"]
+
+    one = run(sys.executable)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    two = run(str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", "29531")
+    assert len(one) == len(two) == 4
+    assert one == pytest.approx(two, rel=1e-5, abs=1e-5)
+    assert one[-1] < one[0]
+
+
 # ------------------------------------------------------------------------ variants and errors
 @pytest.mark.parametrize("variant", ["dense", "lora", "token-only"])
 def test_baselines_train_from_the_same_command(variant, inputs, tmp_path):

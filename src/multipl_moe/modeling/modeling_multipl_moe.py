@@ -18,7 +18,7 @@ transformers and the block's own modules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -59,14 +59,22 @@ class MultiplMoECache(DynamicCache):
         super().crop(max_length)
 
 
-@dataclass
 class MoEForwardContext:
-    """What the MoE blocks need from the whole model's forward, and what they give back."""
+    """What the MoE blocks need from the whole model's forward, and what they give back.
 
-    attention_mask_2d: torch.Tensor | None
-    cache: object | None
-    aux_losses: list = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
+    Deliberately not a dataclass, list or dict: FSDP2 and DDP rebuild such containers when they
+    walk a module's inputs to move or cast tensors (torch.distributed.utils._apply_to_tensors), and
+    a block would then append its auxiliary loss to a copy the model never reads (seen with
+    fully_shard: the second layer's loss was lost). Plain objects are passed through as they are.
+    """
+
+    __slots__ = ("attention_mask_2d", "cache", "aux_losses", "stats")
+
+    def __init__(self, attention_mask_2d: torch.Tensor | None, cache: object | None):
+        self.attention_mask_2d = attention_mask_2d
+        self.cache = cache
+        self.aux_losses: list[torch.Tensor] = []
+        self.stats: dict = {}
 
     def run(self, block: HybridMoEBlock, x_BSH: torch.Tensor) -> torch.Tensor:
         S = x_BSH.shape[1]

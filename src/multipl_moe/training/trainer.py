@@ -137,7 +137,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     langs = sorted(train_stream.weights)
     lang_index = {lang: i for i, lang in enumerate(langs)}
     if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):   # its name from transformers 5.2x on
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if cfg.balance_over_global_batch and accelerator.num_processes > 1:
         for block in _moe_blocks(model):
             block.balance_reduce = _global_mean
