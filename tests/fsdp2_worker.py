@@ -49,11 +49,13 @@ def main() -> None:
         assert all(type(p).__name__ == "DTensor" for p in model.parameters())
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     g = torch.Generator().manual_seed(1)
-    losses = []
+    losses, stats_layers = [], []
     for _ in range(STEPS):
         ids = torch.randint(3, 512, (BATCH, SEQ), generator=g)
         mine = ids.chunk(world)[rank]
-        loss = model(input_ids=mine, labels=mine).loss
+        out = model(input_ids=mine, labels=mine)
+        loss = out.loss
+        stats_layers = sorted(out.router_stats)   # per-layer loads, which the trainer logs
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -63,7 +65,7 @@ def main() -> None:
             loss /= world
         losses.append(loss.item())
     if rank == 0:
-        json.dump({"world": world, "losses": losses}, sys.stdout)
+        json.dump({"world": world, "losses": losses, "stats_layers": stats_layers}, sys.stdout)
         sys.stdout.flush()
     if world > 1:
         dist.barrier()

@@ -149,7 +149,9 @@ def test_fsdp2_two_cpu_processes_match_one_process():
     def run(*launcher: str) -> list[float]:
         proc = subprocess.run([*launcher, str(worker)], capture_output=True, text=True, timeout=600, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])["losses"]
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["stats_layers"] == [0, 1]
+        return result["losses"]
 
     one = run(sys.executable)
     torchrun = Path(sys.executable).parent / "torchrun"
