@@ -37,3 +37,20 @@ def test_errors(tmp_path):
         load_problems("humaneval", "py", None)  # the hub has no Python config
     with pytest.raises(ValueError, match="latest"):
         load_problems("humaneval", "java", None, "latest")
+
+
+def test_hub_loading_asks_for_the_benchmark_language_config(monkeypatch):
+    """No network here: `datasets.load_dataset` is replaced by one serving the shared JSONL, to
+    check the hub path's config name, split and revision, and that rows come back as dicts."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config, revision=None, split=None):
+        calls.append((name, config, revision, split))
+        return datasets.Dataset.from_list(load_problems("humaneval", config.split("-")[1], DATA))
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    rows = load_problems("humaneval", "rs", None, revision="abc123")
+    assert calls == [("nuprl/MultiPL-E", "humaneval-rs", "abc123", "test")]
+    assert rows == load_problems("humaneval", "rs", DATA) and isinstance(rows[0], dict)
