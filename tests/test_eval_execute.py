@@ -173,3 +173,30 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["execute", str(tmp_path), "--langs", "cobol"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("multipl-moe execute: error:") for line in err)
+
+
+def test_ctrl_c_stops_the_side_thread_from_starting_probes(tmp_path, monkeypatch):
+    """Ctrl-C during the first phase: the artefact thread finishes its build but starts no probe
+    (without the cancel flag it would probe, then the run would wait for it)."""
+    from multipl_moe.evaluation import toolchains
+    from multipl_moe.evaluation.sandbox import BwrapRunner
+
+    monkeypatch.setattr(toolchains.Toolchains, "builds_artefact", lambda self, code: code == "rb")
+    monkeypatch.setattr(toolchains.Toolchains, "_build", lambda self, code: time.sleep(1.0) or {})
+
+    class InterruptedRunner(BwrapRunner):
+        seen: list[str] = []
+
+        def run(self, plan):
+            name = next(iter(plan.files), "")
+            self.seen.append(name)
+            if name == "prog.py" and b"time.sleep" in plan.files[name]:
+                raise KeyboardInterrupt
+            return super().run(plan)
+
+    write_completions(tmp_path, files=1, n=2)
+    write_completions(tmp_path, files=1, n=2, lang="rb")
+    runner = InterruptedRunner()
+    with pytest.raises(KeyboardInterrupt):
+        execute(tmp_path, workers=1, runner=runner, progress=False, log=lambda s: None)
+    assert "prog.py" in runner.seen and "prog.rb" not in runner.seen, runner.seen

@@ -83,7 +83,7 @@ def _verdicts(root: Path) -> dict[str, list[str]]:
 def _tmpfs_tempdir():
     """Point `tempfile` (and so the unsandboxed runner's per-program folders) at /dev/shm."""
     shm = Path("/dev/shm")
-    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+    if not (shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 1 << 30):
         yield
         return
     saved = tempfile.tempdir
@@ -101,18 +101,20 @@ def _timed_execute(src: Path, work: Path, sandboxed: bool, workers: int) -> tupl
     from ..evaluation.sandbox import BwrapRunner, UnsafeRunner
 
     shutil.copytree(src, work)
-    runner = BwrapRunner() if sandboxed else UnsafeRunner()
-    t0 = time.perf_counter()
-    with contextlib.nullcontext() if sandboxed else _tmpfs_tempdir():
-        summary = execute(work, workers=workers, runner=runner, progress=False, log=lambda *_: None)
-    total = time.perf_counter() - t0
-    verdicts = _verdicts(work)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        runner = BwrapRunner() if sandboxed else UnsafeRunner()
+        t0 = time.perf_counter()
+        with contextlib.nullcontext() if sandboxed else _tmpfs_tempdir():
+            summary = execute(work, workers=workers, runner=runner, progress=False, log=lambda *_: None)
+        total = time.perf_counter() - t0
+        verdicts = _verdicts(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return {"programs": summary.executed, "run_s": summary.seconds, "total_s": total,
             "statuses": dict(Counter(summary.statuses)), "unavailable": summary.unavailable}, verdicts
 
 
-def run_executor_bench(out_dir: Path | None = None, quick: bool = False, rounds: int | None = None,
+def run_executor_bench(quick: bool = False, rounds: int | None = None,
                        workers: tuple[int, ...] = (1, 2),
                        progress: Callable[[str], None] = print) -> tuple[dict, str]:
     """Run both measurements; returns (JSON-able result, Markdown section)."""
@@ -136,8 +138,9 @@ def run_executor_bench(out_dir: Path | None = None, quick: bool = False, rounds:
                     runs[sandboxed].append(timing)
                     all_verdicts.append(("per-language", verdicts))
             first = runs[modes[0]][0]
-            if first["unavailable"]:
-                per_lang.append({"lang": lang, "unavailable": first["unavailable"].get(lang, "unavailable")})
+            why = next((t["unavailable"][lang] for m in modes for t in runs[m] if lang in t["unavailable"]), None)
+            if why:
+                per_lang.append({"lang": lang, "unavailable": why})
                 progress(f"executor: {lang}: unavailable")
                 continue
             row = {"lang": lang, "name": LANGUAGES[lang].name, "programs": n,
@@ -160,15 +163,16 @@ def run_executor_bench(out_dir: Path | None = None, quick: bool = False, rounds:
 
         live = [r["lang"] for r in per_lang if "unavailable" not in r]
         everything = Path(tmp) / "everything"
-        build_set(everything, live, repeat=1)
-        for w in workers:
+        if live:
+            build_set(everything, live, repeat=1)
+        for w in workers if live else ():
             timings = []
             for _ in range(rounds):
                 timing, verdicts = _timed_execute(everything, Path(tmp) / "work", modes[0], w)
                 all_verdicts.append(("whole set", verdicts))
                 timings.append(timing)
             rates = [t["programs"] / t["total_s"] for t in timings]
-            mid = sorted(range(rounds), key=lambda i: rates[i])[rounds // 2]   # the median round
+            mid = sorted(range(rounds), key=lambda i: rates[i])[rounds // 2]   # the median round (upper, if even)
             row = {"workers": w, "sandboxed": modes[0], "programs": timings[mid]["programs"],
                    "languages": len(live), "total_s": round(timings[mid]["total_s"], 2),
                    "setup_s": round(timings[mid]["total_s"] - timings[mid]["run_s"], 2),
@@ -182,10 +186,16 @@ def run_executor_bench(out_dir: Path | None = None, quick: bool = False, rounds:
                      f"median {row['programs_per_s']}/s (range {min(rates):.2f}-{max(rates):.2f})")
 
     merged: dict[tuple[str, str], list[str]] = {}
+    files_seen: dict[str, set[str]] = {}
     agree = True
     for completion_set, verdicts in all_verdicts:
         for name, statuses in verdicts.items():
             agree &= merged.setdefault((completion_set, name), statuses) == statuses
+    for lang in [r["lang"] for r in per_lang if "unavailable" not in r]:
+        for completion_set, verdicts in all_verdicts:   # every run of a set wrote the same files
+            names = {n for n in verdicts if n.endswith(f"_{lang}.results.json")}
+            if names:
+                agree &= files_seen.setdefault(f"{completion_set}/{lang}", names) == names
     result = {"part": "executor", "quick": quick, "rounds": rounds, "sandbox": sandbox_here,
               "per_language": per_lang, "whole_set": whole, "verdicts_identical": agree,
               "multipl_e_baseline_per_s": MULTIPL_E_BASELINE}

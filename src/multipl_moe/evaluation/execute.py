@@ -8,9 +8,10 @@ Why it is shaped like this:
 - Resumable: each finished program is appended to `NAME.results.partial.jsonl` right away; a
   rerun after a crash or Ctrl-C reuses those (and any complete `.results.json` whose programs
   still match) and runs only what is missing. Each completion ends up exactly once, in order.
-- Toolchains are checked before anything runs (`toolchains.Toolchains`): files of a language
+- Toolchains are checked before their programs run (`toolchains.Toolchains`): files of a language
   that cannot run here are skipped and listed as unavailable in `execution.json`, so a report
-  shows "unavailable", not 0.
+  shows "unavailable", not 0. Languages with a per-run artefact (C++, Go, Java) run last: their
+  artefacts build on a side thread, niced, while the other languages' programs run.
 - Verdicts follow MultiPL-E: a failed (or timed-out) compile step is a SyntaxError, a run past
   its limit is a Timeout (exit code -1), otherwise the language's own rule decides; a program
   killed for flooding its output is an Exception.
@@ -162,7 +163,7 @@ def execute(completions_dir: Path, out_dir: Path | None = None, langs: Iterable[
         early = [c for c in needed if c not in late]
         if early:
             summary.unavailable = tc.prepare(early, workers=workers)
-        building = side.submit(tc.prepare, late, workers) if late else None
+        building = side.submit(tc.prepare, late, 1) if late else None
 
         def runnable(codes: list[str]) -> list[_File]:
             for code in codes:
@@ -192,8 +193,13 @@ def execute(completions_dir: Path, out_dir: Path | None = None, langs: Iterable[
             phase2 = runnable(late)
             jobs2 = [(f, i) for f in phase2 for i in f.pending]
             bar.total = len(jobs1) + len(jobs2)
+            bar.refresh()
             _write_manifest(out_root or root, summary, set(needed), runner, tc, ran=bool(jobs1 or jobs2))
             _run_jobs(jobs2, runner, tc, workers, run_timeout, summary, bar)
+        except BaseException:
+            tc.cancelled.set()   # the side thread starts no new build or probe ...
+            runner.kill_all()    # ... and a probe it is running ends now
+            raise
         finally:
             bar.close()
             for f in phase1 + phase2:

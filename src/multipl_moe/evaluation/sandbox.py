@@ -289,7 +289,8 @@ class BwrapRunner(Runner):
             raise SandboxError("bubblewrap (bwrap) is not installed")
         self._binds: list[tuple[str, str]] = []
         self._as_root = os.geteuid() == 0
-        self._setpriv = shutil.which("setpriv") if self._as_root else None
+        self._setpriv = next((p for p in ("/usr/bin/setpriv", "/bin/setpriv") if os.path.exists(p)),
+                             None) if self._as_root else None
         self._system = self._system_mounts()
         self.version = bwrap_version(self.bwrap)
         if self.version < (0, 5, 0):  # no --size: /tmp could fill the host's memory
