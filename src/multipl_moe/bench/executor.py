@@ -122,6 +122,7 @@ def run_executor_bench(quick: bool = False, rounds: int | None = None,
     from ..evaluation.sandbox import bwrap_path
 
     rounds = rounds or (1 if quick else 3)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     sandbox_here = bwrap_path() is not None
     modes = (True, False) if sandbox_here else (False,)
     all_verdicts: list[tuple[str, dict]] = []   # (completion set, {results file: statuses})
@@ -196,7 +197,9 @@ def run_executor_bench(quick: bool = False, rounds: int | None = None,
             names = {n for n in verdicts if n.endswith(f"_{lang}.results.json")}
             if names:
                 agree &= files_seen.setdefault(f"{completion_set}/{lang}", names) == names
-    result = {"part": "executor", "quick": quick, "rounds": rounds, "sandbox": sandbox_here,
+    result = {"part": "executor", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "started": started,
+              "loadavg_1m_at_end": round(os.getloadavg()[0], 2),
+              "quick": quick, "rounds": rounds, "sandbox": sandbox_here,
               "per_language": per_lang, "whole_set": whole, "verdicts_identical": agree,
               "multipl_e_baseline_per_s": MULTIPL_E_BASELINE}
     result["targets"] = executor_targets(result)
@@ -221,7 +224,7 @@ def executor_targets(result: dict) -> list[dict]:
 
 
 def executor_markdown(result: dict) -> str:
-    md = ["### Executor", "",
+    md = ["### Executor", "", f"Started {result['started']}, finished {result['date']}.", "",
           f"Per language, 1 worker, execution phase only, median of {result['rounds']} interleaved round(s):", "",
           "| language | programs | sandboxed (programs/s) | unsandboxed (programs/s) | sandbox overhead | "
           "range over rounds | toolchain set-up (s) |",
