@@ -43,3 +43,30 @@ def test_demo_quick_runs_end_to_end_and_reports_its_own_numbers(tmp_path):
     if "(skipped)" not in report:
         assert list((out / "eval" / "hybrid-causal").rglob("*.results.json"))
         assert "| hybrid-causal |" in report.split("MultiPL-E slice")[1]
+
+
+def test_demo_reuses_only_results_made_with_the_same_settings_and_code(tmp_path, capsys):
+    """Fast: every case is decided before any work starts."""
+    from multipl_moe.demo import QUICK, STAMP, claim_output, fingerprint
+
+    out = tmp_path / "demo"
+    stamp = fingerprint(QUICK)
+    claim_output(out, stamp, fresh=False)                      # new folder: claimed
+    (out / "pretrain").mkdir()
+    claim_output(out, stamp, fresh=False)                      # same settings and code: reused
+    assert "reusing the finished stages" in capsys.readouterr().out
+
+    other = json.loads((out / STAMP).read_text())
+    other["code"] = "0" * 16
+    (out / STAMP).write_text(json.dumps(other))
+    assert cli(["demo", "--quick", "--out", str(out)]) == 2   # other code: refused, nothing touched
+    assert "other multipl-moe code" in capsys.readouterr().err and (out / "pretrain").is_dir()
+    claim_output(out, stamp, fresh=True)                       # --fresh: the old results are gone
+    assert not (out / "pretrain").exists() and json.loads((out / STAMP).read_text()) == stamp
+
+    stranger = tmp_path / "not-a-demo"
+    stranger.mkdir()
+    (stranger / "thesis.tex").write_text("precious")
+    assert cli(["demo", "--quick", "--fresh", "--out", str(stranger)]) == 2
+    assert "not written by `multipl-moe demo`" in capsys.readouterr().err
+    assert (stranger / "thesis.tex").read_text() == "precious"

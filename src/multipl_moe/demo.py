@@ -14,13 +14,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import shlex
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -103,19 +104,62 @@ def _final_val(run: Path) -> dict[str, float]:
     return [r for r in rows if "val_loss_by_lang" in r][-1]["val_loss_by_lang"]
 
 
+class DemoOutputError(Exception):
+    """The output folder cannot be used as it is (a user mistake, reported in one line)."""
+
+
+STAMP = "demo-settings.json"
+
+
+def fingerprint(size: DemoSize) -> dict:
+    """What a finished stage's results depend on: the sizes and seeds, and this package's code."""
+    src = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(src.rglob("*.py")):
+        digest.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes())
+    return {"settings": asdict(size), "code": digest.hexdigest()[:16]}
+
+
+def claim_output(out: Path, stamp: dict, fresh: bool) -> None:
+    """Make `out` this demo's folder. Finished stages found there are reused (a re-run continues
+    where an interrupted one stopped), but only if they were made with the same settings and code:
+    anything else would mix results of two different experiments in one report."""
+    import shutil
+
+    stamp_path = out / STAMP
+    if out.exists() and any(out.iterdir()):
+        if not (stamp_path.is_file() or (out / "pretrain").is_dir() or (out / "init").is_dir()):
+            raise DemoOutputError(f"{out} is not empty and was not written by `multipl-moe demo`; "
+                                  "choose another --out")
+        if fresh:
+            shutil.rmtree(out)
+        elif not stamp_path.is_file():
+            raise DemoOutputError(f"{out} holds a demo run from an older multipl-moe (no {STAMP}); rerun "
+                                  "with --fresh to start over there, or choose another --out")
+        else:
+            old = json.loads(stamp_path.read_text())
+            if old != stamp:
+                what = "sizes or seeds" if old.get("settings") != stamp["settings"] else "multipl-moe code"
+                raise DemoOutputError(f"{out} holds a demo run made with other {what}; rerun with --fresh "
+                                      "to start over there, or choose another --out")
+            log(f"reusing the finished stages in {out} (same settings and code; --fresh starts over)")
+    out.mkdir(parents=True, exist_ok=True)
+    stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
+
+
 def run_demo(out: Path, quick: bool = False, data_dir: Path | None = None, eval_langs: list[str] | None = None,
-             seeds: list[int] | None = None) -> Path:
+             seeds: list[int] | None = None, fresh: bool = False) -> Path:
     from transformers import AutoTokenizer
 
     from .data.local_corpus import build_local_corpus, find_sources
     from .data.tokenizer import train_tokenizer_from_corpus
     from .tiny import make_tiny_dense
 
-    size = QUICK if quick else FULL
+    size = replace(QUICK if quick else FULL)
     if seeds:
         size.seeds = seeds
     t_start = time.time()
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out, fingerprint(size), fresh)
     commands = [f"multipl-moe demo{' --quick' if quick else ''} --out {out}"]
 
     # 1. corpus ------------------------------------------------------------------------------
