@@ -12,17 +12,26 @@ Segment routing `causal` generates with the KV cache: the routing state of each 
 routing looks at whole windows and the whole batch), so generation recomputes the full prefix at
 every step: correct for that mode, and slow.
 
+transformers renamed the cache keyword from `past_key_values` to `cache` in 5.24 (inputs,
+outputs and generate's model kwargs). This file accepts both names, hands the decoder the name its
+own signature declares, and refuses to decode a non-empty past without routing state (a cache under
+a name it does not know, a cache filled elsewhere, or no cache at all): a causal MoE model given a
+wrong routing state would compute plausible but wrong logits, so it must fail instead.
+
 This file is also copied into every saved checkpoint (remote code), so it imports only torch,
 transformers and the block's own modules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import inspect
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..moe.block import HybridMoEBlock
@@ -57,6 +66,28 @@ class MultiplMoECache(DynamicCache):
             raise NotImplementedError("cropping a MultiPL-MoE cache would need the routing state of an earlier "
                                       "position (assisted decoding and prefix re-use are not supported)")
         super().crop(max_length)
+
+
+# The names transformers has given the KV cache keyword (5.0-5.23, then 5.24+), newest first.
+CACHE_KEYWORDS = ("cache", "past_key_values")
+# Output dataclasses declare one of them as a field; read and write the cache under that one.
+_OUTPUT_CACHE_FIELD = next(n for n in CACHE_KEYWORDS if n in {f.name for f in fields(CausalLMOutputWithPast)})
+
+
+@functools.lru_cache(maxsize=None)
+def cache_keyword(fn) -> str:
+    """The cache keyword `fn` declares (inspect follows the deprecation decorators' __wrapped__)."""
+    params = inspect.signature(fn).parameters
+    for name in CACHE_KEYWORDS:
+        if name in params:
+            return name
+    raise RuntimeError(f"{getattr(fn, '__qualname__', fn)} takes none of the cache keywords {CACHE_KEYWORDS}: "
+                       "this transformers release renamed it again; MultiPL-MoE needs updating")
+
+
+def output_cache(outputs):
+    """The cache an output carries, under whichever name this transformers release uses."""
+    return getattr(outputs, _OUTPUT_CACHE_FIELD)
 
 
 class MoEForwardContext:
@@ -94,14 +125,15 @@ class MoEForwardContext:
         return out.hidden_states
 
 
-def _moe_decoder_layer_forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
-                               use_cache=False, position_embeddings=None, moe_context=None, **kwargs):
-    """The base decoder layer's forward (Qwen2, Llama and Mistral share it), with the MoE FFN."""
+def _moe_decoder_layer_forward(self, hidden_states, moe_context=None, **kwargs):
+    """The base decoder layer's forward (Qwen2, Llama and Mistral share it), with the MoE FFN.
+
+    Attention gets exactly the keywords the base model gave the layer, so the cache reaches it under
+    whatever name this transformers release uses (`past_key_values` before 5.24, `cache` after).
+    """
     residual = hidden_states
     hidden_states = self.input_layernorm(hidden_states)
-    hidden_states, _ = self.self_attn(hidden_states=hidden_states, attention_mask=attention_mask,
-                                      position_ids=position_ids, past_key_values=past_key_values,
-                                      use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
+    hidden_states, _ = self.self_attn(hidden_states=hidden_states, **kwargs)
     hidden_states = residual + hidden_states
     residual = hidden_states
     hidden_states = self.post_attention_layernorm(hidden_states)
@@ -147,7 +179,7 @@ class MultiplMoEPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     # the decoder layers are `MultiplMoE<Base>DecoderLayer` subclasses (see _moe_layer_class)
     _no_split_modules = ["MultiplMoEQwen2DecoderLayer", "MultiplMoELlamaDecoderLayer", "MultiplMoEMistralDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = list(CACHE_KEYWORDS)
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -189,6 +221,13 @@ class MultiplMoEForCausalLM(MultiplMoEPreTrainedModel, GenerationMixin):
         moe = self.config.moe_config
         return not moe.segment.enabled or moe.segment.routing == "causal"
 
+    @property
+    def needs_routing_state(self) -> bool:
+        """Causal segment routing: decoding from a cache needs each layer's routing state."""
+        moe = self.config.moe_config
+        return moe.segment.enabled and moe.segment.routing == "causal" and any(
+            isinstance(layer.mlp, HybridMoEBlock) and layer.mlp.segment_moe is not None for layer in self.model.layers)
+
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
         return True
@@ -197,29 +236,75 @@ class MultiplMoEForCausalLM(MultiplMoEPreTrainedModel, GenerationMixin):
         if not self.routing_is_causal:
             generation_config.use_cache = False  # batch routing: recompute the full prefix each step
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
-        cache = model_kwargs.get("past_key_values")
+        for name in CACHE_KEYWORDS:  # generate stores it under the name of its release
+            if model_kwargs.get(name) is not None:
+                self._routing_cache(model_kwargs[name])
+
+    def _routing_cache(self, cache):
+        """`cache`, made to carry the routing state; an error where it cannot."""
+        if isinstance(cache, MultiplMoECache) or not self.needs_routing_state:
+            return cache
         if type(cache) is DynamicCache and cache.get_seq_length() == 0:
-            model_kwargs["past_key_values"] = MultiplMoECache(config=self.config)
+            # In place, not a copy: generate() and the caller keep this object and call its
+            # reorder/select methods (beam search, num_return_sequences), which must move the
+            # routing state with the keys and values.
+            cache.__class__ = MultiplMoECache
+            cache.segment_states = {}
+            return cache
+        if cache.get_seq_length() > 0:
+            raise ValueError(f"this {type(cache).__name__} was filled without MultiPL-MoE's routing state; start "
+                             "from an empty cache (MultiplMoECache, or no cache)")
+        raise ValueError(f"causal segment routing keeps its state in a MultiplMoECache; a {type(cache).__name__} "
+                         "cannot hold it (use the default dynamic cache: no cache_implementation)")
+
+    def _check_routing_past(self, cache, attention_mask, seq_len: int) -> None:
+        """Refuse to continue a past that the routing state does not describe."""
+        mask_past = attention_mask.shape[-1] - seq_len if attention_mask is not None and attention_mask.dim() == 2 else 0
+        cache_past = cache.get_seq_length() if cache is not None else 0
+        if mask_past <= 0 and cache_past == 0:
+            return
+        states = getattr(cache, "segment_states", None)
+        if not states:
+            raise ValueError(f"asked to continue after {max(mask_past, cache_past)} past tokens without their "
+                             "causal routing state (the KV cache did not reach the model, or was filled "
+                             "without it); pass the MultiplMoECache the earlier steps filled, or the whole "
+                             "sequence with use_cache=False")
+        if mask_past > 0:
+            seen = next(iter(states.values())).num_seen_B
+            real = attention_mask[:, :mask_past].sum(-1).to(seen.device)
+            if seen.shape != real.shape or not torch.equal(seen, real):
+                raise ValueError(f"the routing state has seen {seen.tolist()} tokens per sequence but the attention "
+                                 f"mask has {real.tolist()} past tokens: this cache belongs to another sequence")
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, **kwargs):
+                inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, cache=None, **kwargs):
+        if past_key_values is not None and cache is not None and past_key_values is not cache:
+            raise ValueError("both `cache` and `past_key_values` were given; pass the KV cache once")
+        cache = cache if cache is not None else past_key_values
+        stray = [k for k, v in kwargs.items() if isinstance(v, Cache)]
+        if stray:  # a future rename must not let the cache bypass the routing state
+            raise ValueError(f"a cache was passed as {stray[0]!r}, which MultiPL-MoE does not know; pass it as "
+                             f"`cache` or `past_key_values`")
         use_cache = use_cache if use_cache is not None else getattr(self.config, "use_cache", True)
+        given = input_ids if input_ids is not None else inputs_embeds
+        seq_len = given.shape[1] if given is not None else 0  # none given: the decoder says so
         if not self.routing_is_causal:
-            if past_key_values is not None and past_key_values.get_seq_length() > 0:
+            if cache is not None and cache.get_seq_length() > 0:
                 raise ValueError("segment routing `batch` cannot continue from a KV cache: pass the whole "
                                  "sequence (generate() does this automatically)")
-            use_cache, past_key_values = False, None
-        if use_cache and past_key_values is None:
-            past_key_values = MultiplMoECache(config=self.config)
-        if past_key_values is not None and not hasattr(past_key_values, "segment_states"):
-            if past_key_values.get_seq_length() > 0:
-                raise ValueError("this cache was filled without MultiPL-MoE's routing state; start from an "
-                                 "empty cache (MultiplMoECache)")
-            past_key_values.segment_states = {}
-        ctx = MoEForwardContext(attention_mask, past_key_values if use_cache else None)
+            if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[-1] > seq_len:
+                raise ValueError("segment routing `batch` cannot continue from a past: pass the whole sequence")
+            use_cache, cache = False, None
+        if use_cache and cache is None:
+            cache = MultiplMoECache(config=self.config)
+        if cache is not None:
+            cache = self._routing_cache(cache)
+        if self.needs_routing_state:
+            self._check_routing_past(cache, attention_mask, seq_len)
+        ctx = MoEForwardContext(attention_mask, cache if use_cache else None)
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
-                             moe_context=ctx, **kwargs)
+                             inputs_embeds=inputs_embeds, use_cache=use_cache, moe_context=ctx,
+                             **{cache_keyword(type(self.model).forward): cache}, **kwargs)
         hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])
@@ -229,6 +314,6 @@ class MultiplMoEForCausalLM(MultiplMoEPreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
             if aux_loss is not None:
                 loss = loss + aux_loss.to(loss.device)
-        return MultiplMoECausalLMOutput(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-                                        hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-                                        aux_loss=aux_loss, router_stats=ctx.stats)
+        return MultiplMoECausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions, aux_loss=aux_loss, router_stats=ctx.stats,
+                                        **{_OUTPUT_CACHE_FIELD: output_cache(outputs)})

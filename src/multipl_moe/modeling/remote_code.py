@@ -33,11 +33,29 @@ def _flatten_imports(source: str, folder: str) -> str:
     return re.sub(r"^from \.\.moe\.(\w+) import", r"from .moe_\1 import", source, flags=re.M)
 
 
+def _import_every_module(text: str) -> str:
+    """Make the modeling file import every flat module directly.
+
+    transformers 5.0 copies into its module cache only the files that the loaded file imports
+    itself (later releases follow imports recursively), so `moe_token_moe.py`, imported only by
+    `moe_block.py`, was missing there and loading failed.
+    """
+    direct = set(re.findall(r"^from \.(\w+) import", text, flags=re.M))
+    lines = [f"from .{name} import __name__ as _{name}_loaded  # noqa: F401,E402"
+             for name in (Path(dst).stem for dst in FILES.values())
+             if name not in direct and name != "modeling_multipl_moe"]
+    if not lines:
+        return text
+    return text + "\n\n# Direct imports of every module of this checkpoint (see remote_code.py).\n" + "\n".join(lines) + "\n"
+
+
 def write_remote_code(checkpoint_dir: str | Path) -> None:
     """Write the flat modeling files and point config.json's `auto_map` at them."""
     checkpoint_dir = Path(checkpoint_dir)
     for src, dst in FILES.items():
         text = _flatten_imports((_PKG / src).read_text(), src.split("/")[0])
+        if dst == "modeling_multipl_moe.py":
+            text = _import_every_module(text)
         (checkpoint_dir / dst).write_text(text)
     config_path = checkpoint_dir / "config.json"
     config = json.loads(config_path.read_text())
