@@ -76,9 +76,9 @@ class HybridMoEBlock(nn.Module):
 
         # The fusion weights are folded into the levels' gates ([T, K] and [E, r] tensors) rather
         # than applied to [B, S, H] outputs: out = w_tok * y_tok + w_seg * y_seg costs one add.
-        if self.segment_moe is None or cfg.fusion == "fixed":
+        if cfg.fusion == "fixed":
             tok_scale, seg_scale = cfg.token_weight, cfg.segment_weight
-        else:  # preserving: out = y_tok + g * y_seg
+        else:  # preserving: out = y_tok + g * y_seg, and y_tok alone without a segment level
             tok_scale, seg_scale = 1.0, getattr(self, "segment_gate", None)
         y_tok_TH, routing = self.token_moe(x_BSH.reshape(B * S, H), output_scale=tok_scale)
         y_BSH = y_tok_TH.view(B, S, H)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 
@@ -64,7 +65,9 @@ class SegmentMoEConfig:
     segment_length: int = 64
     """a: tokens per window (stride a, no overlap; the last window of a sequence may be shorter)."""
     capacity_factor: float = 1.0
-    """c: each expert takes r = floor(V * c / N_seg) of the V segments in the batch (`batch` mode)."""
+    """c: each expert takes r = floor(V * c / N_seg) of the V segments in the batch (`batch` mode),
+    at most all V. Computed in integers, with c read as the decimal it is written as (1.4 = 7/5), so
+    that 45 segments at c = 1.4 over 3 experts give 21 whatever the padding and the device."""
     max_experts_per_segment: int = 4
     """Cap on the experts that may choose one segment (`batch` mode; experts visited in index order)."""
     pooling: str = "mean"
@@ -100,6 +103,21 @@ class SegmentMoEConfig:
     def enabled(self) -> bool:
         return self.num_experts > 0
 
+    @property
+    def capacity_ratio(self) -> tuple[int, int]:
+        """(p, q) with r = floor(V * p / q) = floor(V * c / N_seg) exactly (no float rounding).
+
+        c is taken as the shortest decimal that prints as it (`repr`), bounded to a denominator of
+        10^6 so that V * p stays far inside int64: 1.4 is 7/5, not the binary float just below it
+        (with which 45 * 1.4 / 3 would be 20.999... and floor to 20)."""
+        c = Fraction(repr(float(self.capacity_factor))).limit_denominator(10**6)
+        return c.numerator, c.denominator * self.num_experts
+
+    def capacity(self, num_segments: int) -> int:
+        """r for `num_segments` segments: floor(V * c / N_seg), never more than V."""
+        p, q = self.capacity_ratio
+        return min(num_segments * p // q, num_segments)
+
 
 @dataclass
 class HybridMoEConfig:
@@ -110,7 +128,8 @@ class HybridMoEConfig:
     fusion: str = "fixed"
     """`fixed`: out = token_weight * y_tok + segment_weight * y_seg (the paper: 0.7 / 0.3).
     `preserving`: out = y_tok + g * y_seg with a learned scalar g initialised to 0, so that a freshly
-    upcycled block computes exactly the dense FFN (METHOD.md section 3.3)."""
+    upcycled block computes exactly the dense FFN (METHOD.md section 3.3); without a segment level
+    (segment.num_experts = 0) it is y_tok alone (token_weight and segment_weight are not used)."""
     token_weight: float = 0.7
     """w_tok of `fixed` fusion (the released code: 0.7); the token-only variant uses 1.0."""
     segment_weight: float = 0.3

@@ -19,13 +19,45 @@ all rows at once, and a hand-written backward that reuses the saved activations 
 CUDA it is `grouped_mm` through autograd. Decoding-sized calls (fewer than 16 rows) compute each
 row alone (`_decode_rows` without gradients). Row stability (`_swiglu_row_stable`) holds on
 every path: for a given call size, a row's result never depends on how the other rows were routed.
+
+Mixed precision: under `torch.autocast` the fast paths run their GEMMs in the autocast dtype, as
+autocast would run an `nn.Linear`. Autocast cannot see inside them (`grouped_mm`, the `out=` GEMMs
+and the hand-written backwards), so the activations and weights are cast explicitly
+(`compute_dtype`) and the kernels run with autocast off; the weights' gradients flow back through
+the casts in the parameters' own dtype. The `reference` path is plain `F.linear`: autocast casts it.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype GEMMs on `x` run in: autocast's, when it is on for x's device, else x's own."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and x.is_floating_point() and x.dtype != torch.float64:
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def autocast_off(x: torch.Tensor):
+    """A context with autocast disabled on x's device (a no-op context when it is already off)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
+
+
+def fp32_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight^T in fp32 whatever autocast says: routers. Autocast would recast `F.linear` to
+    bf16 and undo a `.float()` (1 of 128 routing decisions flipped in a probe), and the balance
+    statistics built from the probabilities would come out in bf16."""
+    with autocast_off(x):
+        return F.linear(x.float(), weight.float())
 
 
 def _activation(name: str):
@@ -55,13 +87,15 @@ class SwiGLUMLP(nn.Module):
         next to a training batch's activations; without gradients it is plain `forward`). The
         layout stays Qwen2's, so checkpoints and export are unchanged."""
         weights = (self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight)
+        dtype = compute_dtype(x_NH)
         if (self.act_fn is not F.silu or x_NH.dtype != weights[0].dtype
                 or not _needs_grad(x_NH, *weights)):  # inference gains nothing from it: no cat
             return self.forward(x_NH)
         shape = x_NH.shape
-        x_nH = x_NH.reshape(-1, shape[-1])
-        gate_up_1FH = torch.cat([weights[0], weights[1]]).unsqueeze(0)
-        y_nH = _GroupedSwiGLU.apply(x_nH, gate_up_1FH, weights[2].unsqueeze(0), (x_nH.shape[0],))
+        x_nH = x_NH.reshape(-1, shape[-1]).to(dtype)
+        with autocast_off(x_NH):
+            gate_up_1FH = torch.cat([weights[0], weights[1]]).to(dtype).unsqueeze(0)
+            y_nH = _GroupedSwiGLU.apply(x_nH, gate_up_1FH, weights[2].to(dtype).unsqueeze(0), (x_nH.shape[0],))
         return y_nH.view(shape)
 
 
@@ -91,6 +125,14 @@ class SwiGLUExperts(nn.Module):
                 noise = torch.randn(w.shape, generator=generator, dtype=torch.float32) * noise_std
                 w.add_(noise.to(w.device, w.dtype))
 
+    def _operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x and the two weights in the dtype the GEMMs run in (`compute_dtype`)."""
+        dtype = compute_dtype(x)
+        gate_up, down = self.gate_up_proj, self.down_proj
+        if gate_up.dtype != dtype:  # autocast: a differentiable cast, as autocast's own
+            gate_up, down = gate_up.to(dtype), down.to(dtype)
+        return x.to(dtype), gate_up, down
+
     def forward(self, x_NH: torch.Tensor, expert_idx_N: torch.Tensor) -> torch.Tensor:
         if self.dispatch == "reference":
             return self.forward_reference(x_NH, expert_idx_N)
@@ -103,27 +145,30 @@ class SwiGLUExperts(nn.Module):
         The k-th choices are summed in k order, a deterministic combine, on either path.
         """
         T, K = expert_idx_TK.shape
-        w_TK = weight_TK.to(x_TH.dtype)
         if self.dispatch == "reference":
+            w_TK = weight_TK.to(x_TH.dtype)
             rows_NH = x_TH.unsqueeze(1).expand(T, K, x_TH.shape[1]).reshape(T * K, -1)
             y_TKH = self.forward_reference(rows_NH, expert_idx_TK.reshape(-1)).view(T, K, -1)
             return (y_TKH * w_TK.unsqueeze(-1)).sum(1)
-        if (T * K < _ROW_STABLE_MIN_ROWS and x_TH.device.type == "cpu" and self.act_fn is F.silu
-                and x_TH.dtype == self.gate_up_proj.dtype
-                and not _needs_grad(x_TH, w_TK, self.gate_up_proj, self.down_proj)):
-            return self._decode_rows(x_TH, expert_idx_TK, w_TK)
-        # The fast path never builds the [T, K, H] copies: it gathers x's rows straight into
-        # expert order, applies the gates there, and sums the K choices while unsorting.
-        idx_N = expert_idx_TK.reshape(-1)
-        order_N, inverse_N = _sort_by_expert(idx_N)
-        src_N = torch.div(order_N, K, rounding_mode="floor") if K > 1 else order_N
-        x_sorted_NH = _gather_rows(x_TH, src_N, inverse_N, K)
-        y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(idx_N, minlength=self.num_experts))
-        if _needs_grad(y_sorted_NH, w_TK):
-            return _WeightedScatterRows.apply(y_sorted_NH, w_TK.reshape(-1), order_N, inverse_N, K)
-        return _unsort_rows(y_sorted_NH, inverse_N, K, w_TK.reshape(-1))
+        x_TH, gate_up, down = self._operands(x_TH)
+        with autocast_off(x_TH):
+            w_TK = weight_TK.to(x_TH.dtype)
+            if (T * K < _ROW_STABLE_MIN_ROWS and x_TH.device.type == "cpu" and self.act_fn is F.silu
+                    and not _needs_grad(x_TH, w_TK, gate_up, down)):
+                return self._decode_rows(x_TH, expert_idx_TK, w_TK, gate_up, down)
+            # The fast path never builds the [T, K, H] copies: it gathers x's rows straight into
+            # expert order, applies the gates there, and sums the K choices while unsorting.
+            idx_N = expert_idx_TK.reshape(-1)
+            order_N, inverse_N = _sort_by_expert(idx_N)
+            src_N = torch.div(order_N, K, rounding_mode="floor") if K > 1 else order_N
+            x_sorted_NH = _gather_rows(x_TH, src_N, inverse_N, K)
+            y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(idx_N, minlength=self.num_experts),
+                                        gate_up, down)
+            if _needs_grad(y_sorted_NH, w_TK):
+                return _WeightedScatterRows.apply(y_sorted_NH, w_TK.reshape(-1), order_N, inverse_N, K)
+            return _unsort_rows(y_sorted_NH, inverse_N, K, w_TK.reshape(-1))
 
-    def _decode_rows(self, x_TH, expert_idx_TK, w_TK):
+    def _decode_rows(self, x_TH, expert_idx_TK, w_TK, gate_up_EFH, down_EHI):
         """Decoding-sized calls (fewer than 16 rows) on CPU, without gradients: each row alone,
         with the same one-row GEMMs as `_project` uses for calls this small (so the same values),
         but none of the sorting machinery, whose dozen small ops cost more than the GEMMs here."""
@@ -133,9 +178,9 @@ class SwiGLUExperts(nn.Module):
         for t, experts in enumerate(expert_idx_TK.tolist()):
             x_1H = x_TH[t:t + 1]
             for e in experts:
-                gate_up_1F = torch.mm(x_1H, self.gate_up_proj[e].t())
+                gate_up_1F = torch.mm(x_1H, gate_up_EFH[e].t())
                 h_1I = F.silu(gate_up_1F[:, :I]).mul_(gate_up_1F[:, I:])
-                rows.append(torch.mm(h_1I, self.down_proj[e].t()))
+                rows.append(torch.mm(h_1I, down_EHI[e].t()))
         y_NH = torch.cat(rows).mul_(w_TK.reshape(-1, 1))
         return y_NH if K == 1 else y_NH.view(T, K, -1).sum(1)
 
@@ -148,10 +193,13 @@ class SwiGLUExperts(nn.Module):
         if self.dispatch == "reference":
             idx_N = torch.arange(self.num_experts, device=x_NH.device).repeat_interleave(rows_per_expert)
             return self.forward_reference(x_NH, idx_N)
-        if self._use_grouped_mm(x_NH):
-            offs_E = torch.arange(1, self.num_experts + 1, device=x_NH.device, dtype=torch.int32) * rows_per_expert
-            return self._grouped_mm_path(x_NH, offs_E)
-        return self._grouped_loop(x_NH, [rows_per_expert] * self.num_experts)
+        x_NH, gate_up, down = self._operands(x_NH)
+        with autocast_off(x_NH):
+            if self._use_grouped_mm(x_NH):
+                offs_E = (torch.arange(1, self.num_experts + 1, device=x_NH.device, dtype=torch.int32)
+                          * rows_per_expert)
+                return self._grouped_mm_path(x_NH, offs_E, gate_up, down)
+            return self._grouped_loop(x_NH, [rows_per_expert] * self.num_experts, gate_up, down)
 
     def _swiglu(self, x_nH: torch.Tensor, gate_up_FH: torch.Tensor, down_HI: torch.Tensor) -> torch.Tensor:
         gate_nI, up_nI = F.linear(x_nH, gate_up_FH).chunk(2, dim=-1)
@@ -196,36 +244,41 @@ class SwiGLUExperts(nn.Module):
         The sort and the unsort are gathers whose gradients are gathers too (`_GatherRows`), not
         scatters: deterministic on every device, and cheap on CPU where a scatter-add runs serially.
         """
-        order_N, inverse_N = _sort_by_expert(expert_idx_N)
-        x_sorted_NH = _gather_rows(x_NH, order_N, inverse_N, 1)
-        y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(expert_idx_N, minlength=self.num_experts))
-        return _scatter_rows(y_sorted_NH, order_N, inverse_N, 1)
+        x_NH, gate_up, down = self._operands(x_NH)
+        with autocast_off(x_NH):
+            order_N, inverse_N = _sort_by_expert(expert_idx_N)
+            x_sorted_NH = _gather_rows(x_NH, order_N, inverse_N, 1)
+            y_sorted_NH = self._grouped(x_sorted_NH, torch.bincount(expert_idx_N, minlength=self.num_experts),
+                                        gate_up, down)
+            return _scatter_rows(y_sorted_NH, order_N, inverse_N, 1)
 
     def _use_grouped_mm(self, x_NH: torch.Tensor) -> bool:
-        return x_NH.dtype == self.gate_up_proj.dtype and _grouped_mm_supported(x_NH.device, x_NH.dtype)
+        return _grouped_mm_supported(x_NH.device, x_NH.dtype)
 
-    def _grouped(self, x_sorted_NH: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        """Rows sorted by expert, `counts_E` rows each: the grouped kernel, or a loop over experts."""
+    def _grouped(self, x_sorted_NH: torch.Tensor, counts_E: torch.Tensor, gate_up_EFH: torch.Tensor,
+                 down_EHI: torch.Tensor) -> torch.Tensor:
+        """Rows sorted by expert, `counts_E` rows each: the grouped kernel, or a loop over experts.
+        The weights come in the rows' dtype (`_operands`)."""
         if self._use_grouped_mm(x_sorted_NH):
             # grouped_mm takes the group boundaries as a device tensor: no host synchronisation.
-            return self._grouped_mm_path(x_sorted_NH, torch.cumsum(counts_E, 0).to(torch.int32))
-        return self._grouped_loop(x_sorted_NH, counts_E.tolist())
+            return self._grouped_mm_path(x_sorted_NH, torch.cumsum(counts_E, 0).to(torch.int32), gate_up_EFH, down_EHI)
+        return self._grouped_loop(x_sorted_NH, counts_E.tolist(), gate_up_EFH, down_EHI)
 
-    def _grouped_mm_path(self, x_sorted_NH: torch.Tensor, offs_E: torch.Tensor) -> torch.Tensor:
-        gate_up_NF = _grouped_mm(x_sorted_NH, self.gate_up_proj.transpose(-2, -1), offs=offs_E)
+    def _grouped_mm_path(self, x_sorted_NH, offs_E, gate_up_EFH, down_EHI) -> torch.Tensor:
+        gate_up_NF = _grouped_mm(x_sorted_NH, gate_up_EFH.transpose(-2, -1), offs=offs_E)
         gate_NI, up_NI = gate_up_NF.chunk(2, dim=-1)
-        return _grouped_mm(self.act_fn(gate_NI) * up_NI, self.down_proj.transpose(-2, -1), offs=offs_E)
+        return _grouped_mm(self.act_fn(gate_NI) * up_NI, down_EHI.transpose(-2, -1), offs=offs_E)
 
-    def _grouped_loop(self, x_sorted_NH: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    def _grouped_loop(self, x_sorted_NH, counts: list[int], gate_up_EFH, down_EHI) -> torch.Tensor:
         # On CPU a loop over contiguous slices beat CPU grouped_mm (benchmarks/block.py).
-        if self.act_fn is F.silu and x_sorted_NH.dtype == self.gate_up_proj.dtype:
-            if _needs_grad(x_sorted_NH, self.gate_up_proj, self.down_proj):
-                return _GroupedSwiGLU.apply(x_sorted_NH, self.gate_up_proj, self.down_proj, tuple(counts))
-            return _grouped_swiglu(x_sorted_NH, self.gate_up_proj, self.down_proj, counts, keep=False)[0]
+        if self.act_fn is F.silu:
+            if _needs_grad(x_sorted_NH, gate_up_EFH, down_EHI):
+                return _GroupedSwiGLU.apply(x_sorted_NH, gate_up_EFH, down_EHI, tuple(counts))
+            return _grouped_swiglu(x_sorted_NH, gate_up_EFH, down_EHI, counts, keep=False)[0]
         # Other activations: the same loop through autograd. `unbind` rather than `w[e]`: indexing
         # makes autograd materialise a full-size zero gradient per expert (select_backward).
         chunks = torch.split(x_sorted_NH, counts)
-        gate_up, down = self.gate_up_proj.unbind(0), self.down_proj.unbind(0)
+        gate_up, down = gate_up_EFH.unbind(0), down_EHI.unbind(0)
         return torch.cat([self._swiglu_row_stable(c, gate_up[e], down[e]) for e, c in enumerate(chunks)])
 
 

@@ -7,6 +7,7 @@ the weights of a `HybridMoEBlock` and share none of its indexing code.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,8 @@ def reference_segment_moe_batch(block: HybridMoEBlock, x_BSH: torch.Tensor,
     real_BS = real_BS if real_BS is not None else torch.ones(B, S, dtype=torch.bool)
     segments = [(b, pos) for b in range(B) for pos in _segments(real_BS[b], cfg.segment_length)]
     V, E = len(segments), cfg.num_experts
-    r = math.floor(V * cfg.capacity_factor / E)
+    # c as written in decimal (1.4 = 7/5), in exact arithmetic: the config's documented rule
+    r = math.floor(V * Fraction(repr(float(cfg.capacity_factor))).limit_denominator(10**6) / E)
     scores = torch.stack([torch.softmax(sm.router.weight.float() @ _pool(x_BSH[b, pos], cfg.pooling), -1)
                           for b, pos in segments]) if V else torch.zeros(0, E)
     scale = 1.0 / cfg.segment_length if cfg.gate_scale == "inv_length" else 1.0
@@ -94,7 +96,7 @@ def reference_block(block: HybridMoEBlock, x_BSH: torch.Tensor, real_BS: torch.T
     cfg = block.config
     y_tok = reference_token_moe(block, x_BSH)
     if block.segment_moe is None:
-        return cfg.token_weight * y_tok
+        return y_tok if cfg.fusion == "preserving" else cfg.token_weight * y_tok
     seg_fn = reference_segment_moe_batch if cfg.segment.routing == "batch" else reference_segment_moe_causal
     y_seg = seg_fn(block, x_BSH, real_BS)
     if cfg.fusion == "preserving":

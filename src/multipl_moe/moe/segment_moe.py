@@ -27,7 +27,6 @@ with padding is a tensor and masks a top-r_max with r_max computed from shapes a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SegmentMoEConfig
-from .experts import SwiGLUExperts
+from .experts import SwiGLUExperts, compute_dtype, fp32_linear
 
 
 @dataclass
@@ -165,14 +164,18 @@ class SegmentMoE(nn.Module):
         _, pooled_BRH = self._pool(self._row_acc(grid_BRaH), counts_BR, None)
         G = B * R
         valid_G = (counts_BR > 0).reshape(G)
-        logits_GE = F.linear(pooled_BRH.reshape(G, H), self.router.weight.float())
+        logits_GE = fp32_linear(pooled_BRH.reshape(G, H), self.router.weight)
         scores_GE = torch.softmax(logits_GE, dim=-1)
 
-        r_max = math.floor(G * cfg.capacity_factor / E)  # capacity if every row were a real segment
+        # Capacity in integers (`SegmentMoEConfig.capacity`), so that padding rows, which change
+        # r_max, never change r. r_max: the capacity if every row were a real segment (at most G:
+        # a capacity factor above N_seg lets every expert take every segment, as the reference).
+        r_max = cfg.capacity(G)
         load_BE = torch.zeros(B, E, dtype=torch.long, device=x_BLH.device)
         if r_max == 0:  # fewer segments than experts can share: the paper's rule gives no expert any
             return SegmentOutput(torch.zeros_like(x_BLH), load_BE, None, logits_GE, valid_G)
-        r = torch.floor(valid_G.sum() * cfg.capacity_factor / E).long()  # a tensor: no host sync
+        p, q = cfg.capacity_ratio
+        r = torch.div(valid_G.sum() * p, q, rounding_mode="floor")  # a tensor: no host sync
 
         # Expert choice, experts visited in index order, each segment taken at most C times.
         used_G = torch.zeros(G, dtype=torch.long, device=x_BLH.device)
@@ -195,6 +198,7 @@ class SegmentMoE(nn.Module):
         seg_x = grid_BRaH.reshape(G, a, H)
         if cfg.pooling == "max":  # -inf marks empty slots for max pooling; the experts must see 0
             seg_x = torch.nan_to_num(seg_x, neginf=0.0)
+        seg_x = seg_x.to(compute_dtype(seg_x))  # autocast: gather half the bytes
         x_rows = _TakeSegments.apply(seg_x, rows_Er)
         y_rows = self.experts.forward_sorted(x_rows.view(E * r_max * a, H), r_max * a).view(E * r_max, a, H)
         weight_Er = gates_Er if _is_one(output_scale) else gates_Er * output_scale
@@ -238,7 +242,7 @@ class SegmentMoE(nn.Module):
             has_prev = (state.num_seen_B // a >= 1).unsqueeze(-1)
             first_BH = torch.where(has_prev, state.route_input_BH, first_BH)
         route_in_BRH = torch.cat([first_BH.unsqueeze(1), pooled_BRH[:, :-1]], 1)
-        logits_BRE = F.linear(route_in_BRH, self.router.weight.float())
+        logits_BRE = fp32_linear(route_in_BRH, self.router.weight)
         probs_BRE = torch.softmax(logits_BRE, dim=-1)
         gate_BRk, expert_BRk = torch.topk(probs_BRE, k, dim=-1)
         gate_BRk = gate_BRk * self._gate_scale()
@@ -300,7 +304,7 @@ class SegmentMoE(nn.Module):
         # Routing of the open segment (and, as the general path computes it, of the next one).
         first_BH = torch.where((seen_B // a >= 1).unsqueeze(-1), state.route_input_BH,
                                self.first_segment_query.float().expand(B, H))
-        logits_BRE = F.linear(torch.stack([first_BH, pooled_BH], 1), self.router.weight.float())
+        logits_BRE = fp32_linear(torch.stack([first_BH, pooled_BH], 1), self.router.weight)
         gate_BRk, expert_BRk = torch.topk(torch.softmax(logits_BRE, dim=-1), k, dim=-1)
         gate_Bk, expert_Bk = gate_BRk[:, 0] * self._gate_scale(), expert_BRk[:, 0]
         if real_B is not None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TokenMoEConfig
-from .experts import SwiGLUExperts, SwiGLUMLP
+from .experts import SwiGLUExperts, SwiGLUMLP, fp32_linear
 
 
 @dataclass
@@ -51,9 +51,9 @@ class TokenMoE(nn.Module):
     def route(self, x_TH: torch.Tensor) -> TokenRouting:
         cfg = self.config
         k_routed = cfg.top_k - 1
-        # The router runs in fp32 whatever the activations' dtype: softmax and top-k in bf16 flip
-        # choices between near-tied experts.
-        logits = F.linear(x_TH.float(), self.router.weight.float())
+        # The router runs in fp32 whatever the activations' dtype or autocast says: softmax and
+        # top-k in bf16 flip choices between near-tied experts.
+        logits = fp32_linear(x_TH, self.router.weight)
         if cfg.gating == "renorm":
             probs = torch.softmax(logits, dim=-1)
             top_p, top_idx = torch.topk(probs[:, :-1], k_routed, dim=-1)
@@ -66,7 +66,7 @@ class TokenMoE(nn.Module):
             routed_w, top_idx = torch.topk(routed_probs, k_routed, dim=-1)
             if cfg.norm_topk_prob:
                 routed_w = routed_w / routed_w.sum(-1, keepdim=True)
-            shared_w = torch.sigmoid(self.shared_expert_gate(x_TH)).float().squeeze(-1)
+            shared_w = torch.sigmoid(fp32_linear(x_TH, self.shared_expert_gate.weight)).squeeze(-1)
         return TokenRouting(top_idx, routed_w, shared_w, routed_probs, logits)
 
     def forward(self, x_TH: torch.Tensor, output_scale: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, TokenRouting]:
@@ -80,7 +80,8 @@ class TokenMoE(nn.Module):
         y_TH = self.experts.forward_weighted(x_TH, routing.routed_idx_TK, routed_w_TK)
         shared_TH = (self.shared_expert(x_TH) if self.experts.dispatch == "reference"
                      else self.shared_expert.forward_fused(x_TH))
-        y_TH = torch.addcmul(y_TH, shared_TH, shared_w_T.to(x_TH.dtype).unsqueeze(-1))
+        # Under autocast both terms come in the autocast dtype, as an nn.Linear FFN's output would.
+        y_TH = torch.addcmul(y_TH, shared_TH.to(y_TH.dtype), shared_w_T.to(y_TH.dtype).unsqueeze(-1))
         return y_TH, routing
 
 
@@ -95,9 +96,10 @@ def load_balance_loss(routing: TokenRouting, real_T: torch.Tensor | None, reduce
     """
     probs_TE, idx_TK = routing.routed_probs_TE, routing.routed_idx_TK
     E = probs_TE.shape[1]
-    weight_T = real_T.float() if real_T is not None else probs_TE.new_ones(probs_TE.shape[0])
+    weight_T = (real_T.float() if real_T is not None
+                else torch.ones(probs_TE.shape[0], dtype=torch.float32, device=probs_TE.device))
     n_real = weight_T.sum().clamp(min=1.0)
-    P_E = (probs_TE * weight_T[:, None]).sum(0) / n_real
+    P_E = (probs_TE.float() * weight_T[:, None]).sum(0) / n_real
     counts_E = torch.zeros(E, device=probs_TE.device, dtype=torch.float32)
     counts_E.index_add_(0, idx_TK.reshape(-1), weight_T.repeat_interleave(idx_TK.shape[1]))
     f_E = counts_E / (n_real * idx_TK.shape[1])
