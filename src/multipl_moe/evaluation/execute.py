@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from . import formats
 from .languages import LANGUAGES, Language, canonical
-from .sandbox import Outcome, Runner, make_runner
+from .sandbox import MEMORY_EXCEEDED, Outcome, Runner, make_runner
 from .toolchains import Toolchains
 
 REQUIRED_KEYS = ("name", "language", "prompt", "tests", "completions")
@@ -43,6 +43,8 @@ def program_text(problem: dict, completion: str) -> str:
 
 def judge(lang: Language, out: Outcome, output_mb: int) -> tuple[str, str]:
     """(status, stderr) from an outcome, with MultiPL-E's precedence."""
+    if out.memory_exceeded:   # the tree's cgroup budget, in either step (the note is in stderr)
+        return MEMORY_EXCEEDED, out.stderr
     if not out.compiled:
         return "SyntaxError", out.stderr
     if out.timed_out:

@@ -33,7 +33,7 @@ from typing import Callable, Mapping
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 JAVATUPLES_JAR = "/usr/share/java/javatuples.jar"  # Debian's libjavatuples-java
 
-STATUSES = ("OK", "SyntaxError", "Exception", "Timeout")
+STATUSES = ("OK", "SyntaxError", "Exception", "Timeout", "MemoryExceeded")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,14 @@ bubblewrap sandbox:
   from RLIMIT_NPROC (and from file permissions). RLIMIT_NPROC is then set *inside* the new user
   namespace (by `prlimit`), so it counts only this sandbox's processes, not every sandbox's;
 - rlimits on data and address space, CPU seconds, processes, file size and open files;
+- a budget for the whole process tree, counted and enforced by the kernel through a cgroup
+  (`cgroup.py`): memory (memfd, tmpfs and every process included), processes, CPU seconds. A
+  program killed for memory gets the status MemoryExceeded; one past its CPU seconds a Timeout;
+  where no cgroup can be made the runner says so once, loudly, and keeps the rlimits alone;
+- a seccomp filter (`seccomp.py`) refusing io_uring, keyctl, bpf, perf events, userfaultfd,
+  ptrace, mount and the namespace calls, kernel modules and reboot;
+- no environment of ours: bwrap's own init (pid 1 inside, whose /proc/1/environ the program can
+  read) starts with an empty environment, so the harness's secrets (API keys) never get in;
 - a wall clock per step; on expiry the whole process group of bwrap gets SIGKILL, and
   `--die-with-parent` plus the pid namespace take everything inside down with it (some programs
   ignore SIGTERM; killing only `go test` would leave its test binary running);
@@ -39,15 +47,19 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cgroup, seccomp
 from .languages import SANDBOX_PATH, Plan
 
 RUN_MARKER = b"\x1emultipl-moe:run\x1e"
+MEMORY_EXCEEDED = "MemoryExceeded"
+_CPU_CHECK_MIN_S = 0.05  # the shortest wait between two reads of a group's CPU counter
 _NOBODY = 65534
 _GRACE_S = 2.0  # after the program ends or is killed: how long to wait for its pipes to close
 
@@ -66,11 +78,22 @@ class SandboxError(RuntimeError):
     """The sandbox itself cannot work here (bubblewrap missing or refused)."""
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, text: str) -> None:
+    """A loud warning, once per process however many runners are made."""
+    if key not in _warned:
+        _warned.add(key)
+        print(f"!!! multipl-moe sandbox: {text}", file=sys.stderr, flush=True)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-program resource limits (per process where rlimits are per process)."""
     memory_mb: int = 4096     # RLIMIT_DATA, and RLIMIT_AS unless the plan says no (the JVM
-    #                           reserves gigabytes of address space it never touches)
+    #                           reserves gigabytes of address space it never touches); and the
+    #                           cgroup budget of the whole process tree, shared memory included
     # RLIMIT_NPROC inside the sandbox's user namespace. Threads count too, and `go test` or a
     # JVM start a few per core, so it grows with the machine (a fork bomb stops there).
     nproc: int = max(256, 8 * (os.cpu_count() or 1))
@@ -79,6 +102,19 @@ class Limits:
     tmp_mb: int = 512         # size of the /tmp tmpfs (the only writable place)
     output_mb: int = 16       # stdout + stderr beyond this: killed, status Exception
     keep_bytes: int = 2048    # of each stream kept for the results file: this much head + tail
+    # CPU seconds of the whole process tree (cgroup); None: twice both steps' time limits + 1,
+    # the per-process RLIMIT_CPU's rule applied to the program as a whole.
+    cpu_seconds: float | None = None
+    cpus: float | None = None  # cores the tree may use at once (cgroup cpu.max); None: all
+
+    def cpu_budget(self, plan: Plan) -> float:
+        if self.cpu_seconds is not None:
+            return self.cpu_seconds
+        return 2 * (plan.run_timeout + (plan.compile_timeout if plan.compile else 0)) + 1
+
+    def budget(self) -> cgroup.Budget:
+        # bwrap's two processes (monitor and the sandbox's init) come on top of the program's.
+        return cgroup.Budget(memory_bytes=self.memory_mb << 20, pids=self.nproc + 2, cpus=self.cpus)
 
     def prlimit_args(self, plan: Plan, nproc: bool = True) -> list[str]:
         """`prlimit ... --`. Without a fresh user namespace RLIMIT_NPROC would count every process
@@ -106,6 +142,9 @@ class Outcome:
     stdout: str
     stderr: str
     seconds: float
+    memory_exceeded: bool = False  # the kernel killed it for the memory budget of its tree
+    cpu_exceeded: bool = False     # killed when its tree had used its CPU seconds (timed_out too)
+    pids_exceeded: bool = False    # a fork failed at the tree's process budget
 
 
 class _Capture:
@@ -159,14 +198,14 @@ class Runner:
 
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
-        self._live: set[subprocess.Popen] = set()
+        self._live: dict[subprocess.Popen, cgroup.Group | None] = {}
         self._lock = threading.Lock()
 
     def kill_all(self) -> None:
         """Kill every program still running (on Ctrl-C or an error in the harness)."""
         with self._lock:
-            for proc in list(self._live):
-                self._kill(proc)
+            for proc, group in list(self._live.items()):
+                self._kill(proc, group)
 
     def expose(self, host_dir: str | Path) -> str:
         """Make a host folder readable by programs; returns the path they see it at."""
@@ -176,9 +215,17 @@ class Runner:
         raise NotImplementedError
 
     # -- shared supervision ------------------------------------------------------------------
-    def _supervise(self, proc: subprocess.Popen, plan: Plan, start: float) -> Outcome:
-        """Read both pipes and watch the deadline until the process and its pipes are done."""
+    def _supervise(self, proc: subprocess.Popen, plan: Plan, start: float,
+                   group: cgroup.Group | None = None) -> Outcome:
+        """Read both pipes and watch the deadline (and the CPU budget of the program's cgroup)
+        until the process and its pipes are done."""
         lim = self.limits
+        cpu_budget = lim.cpu_budget(plan)
+        # The tree cannot use CPU faster than this, so its budget is read only when it could
+        # be spent: a program well inside it never wakes the supervisor.
+        cpu_rate = lim.cpus or os.cpu_count() or 1
+        cpu_check = start + cpu_budget / cpu_rate if group is not None else math.inf
+        cpu_exceeded = False
         out, err = _Capture(lim.keep_bytes), _Capture(lim.keep_bytes)
         two_step = plan.compile is not None
         running = not two_step      # has the run step started (marker seen)?
@@ -189,7 +236,7 @@ class Runner:
         grace_end = None
 
         with self._lock:
-            self._live.add(proc)
+            self._live[proc] = group
         sel = selectors.DefaultSelector()
         pidfd = os.pidfd_open(proc.pid)
         streams = {proc.stdout.fileno(): "out", proc.stderr.fileno(): "err"}
@@ -205,14 +252,23 @@ class Runner:
                     if grace_end is not None:
                         break  # pipes held open by something we could not kill: give up on them
                     timed_out = True
-                    self._kill(proc)
+                    self._kill(proc, group)
                     grace_end = now + _GRACE_S
                     continue
-                for key, _ in sel.select(limit - now):
+                if grace_end is None and now >= cpu_check:
+                    left = cpu_budget - group.cpu_seconds()
+                    if left <= 0:
+                        timed_out = cpu_exceeded = True
+                        self._kill(proc, group)
+                        grace_end = now + _GRACE_S
+                        continue
+                    cpu_check = now + max(_CPU_CHECK_MIN_S, left / cpu_rate)
+                wake = min(limit, cpu_check) if grace_end is None else limit
+                for key, _ in sel.select(wake - now):
                     fd = key.fd
                     if fd == pidfd:  # the process ended: kill stragglers, then drain the pipes
                         sel.unregister(pidfd)
-                        self._kill(proc)
+                        self._kill(proc, group)
                         grace_end = time.monotonic() + _GRACE_S
                         continue
                     try:
@@ -239,30 +295,60 @@ class Runner:
                             pending = b""
                     if out.total + err.total + len(pending) > lim.output_mb << 20 and not exceeded:
                         exceeded = True
-                        self._kill(proc)
+                        self._kill(proc, group)
                         grace_end = time.monotonic() + _GRACE_S
         finally:
             sel.close()
             os.close(pidfd)
             with self._lock:  # forget it before reaping: its pgid may be reused after wait()
-                self._live.discard(proc)
-                self._kill(proc)
+                self._live.pop(proc, None)
+                self._kill(proc, group)
             exit_code = proc.wait()
             proc.stdout.close()
             proc.stderr.close()
+            seconds = time.monotonic() - start
+            memory_exceeded = pids_exceeded = False
+            cpu_used = 0.0
+            if group is not None:
+                memory_exceeded, pids_exceeded = group.memory_exceeded(), group.pids_exceeded()
+                cpu_used = group.cpu_seconds()
+                group.remove()
         if pending:
             out.add(pending)
+        stderr = err.text()
+        if exit_code == cgroup.JOIN_EXIT and cgroup.JOIN_FAILED in stderr:
+            raise SandboxError(stderr.strip())
+        notes = []
+        if memory_exceeded:
+            notes.append(f"killed: its processes together went past the memory budget of "
+                         f"{lim.memory_mb} MiB")
+        if cpu_exceeded:
+            notes.append(f"killed: its processes together used {cpu_used:.1f} CPU seconds, "
+                         f"past the budget of {cpu_budget:g}")
+        if pids_exceeded:
+            notes.append(f"a fork failed: the process budget ({lim.nproc}) was reached")
+        stderr += "".join(f"\n[multipl-moe: {n}]" for n in notes)
         return Outcome(compiled=running, exit_code=-1 if timed_out else exit_code,
                        timed_out=timed_out, output_exceeded=exceeded, stdout=out.text(),
-                       stderr=err.text(), seconds=time.monotonic() - start)
+                       stderr=stderr, seconds=seconds, memory_exceeded=memory_exceeded,
+                       cpu_exceeded=cpu_exceeded, pids_exceeded=pids_exceeded)
 
     @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
+    def _kill(proc: subprocess.Popen, group: cgroup.Group | None = None) -> None:
         # Safe before `wait()`: the unreaped process keeps its pid and group id reserved.
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if group is not None:
+            group.kill()
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def bwrap_path() -> str | None:
@@ -296,6 +382,29 @@ class BwrapRunner(Runner):
         if self.version < (0, 5, 0):  # no --size: /tmp could fill the host's memory
             raise SandboxError(f"bubblewrap {'.'.join(map(str, self.version))} is too old "
                                "(0.5 or newer is needed to limit the size of /tmp)")
+        try:
+            self.cgroups: cgroup.Cgroups | None = cgroup.Cgroups.create(
+                want_cpu_cap=self.limits.cpus is not None)
+        except cgroup.CgroupUnavailable as e:
+            self.cgroups = None
+            _warn_once("cgroup", "no cgroup can be made here, so programs have NO budget for "
+                       "their whole process tree: a program can hold memory through many "
+                       "processes or shared memory, up to the per-process limits each. "
+                       f"Run as root or in a delegated cgroup to fix this. ({e})")
+        # Public so that tests can install a filter with a recognisable error code.
+        try:
+            self.seccomp_bpf: bytes | None = seccomp.filter_bpf()
+        except seccomp.SeccompUnavailable as e:
+            self.seccomp_bpf = None
+            _warn_once("seccomp", f"no seccomp filter: programs may call io_uring, bpf, "
+                       f"keyctl, ptrace and other kernel interfaces they never need. ({e})")
+
+    @property
+    def isolation(self) -> str:
+        """What protects the programs, for the execution manifest."""
+        parts = ["bubblewrap", self.cgroups.description if self.cgroups else "no cgroup budget",
+                 "seccomp" if self.seccomp_bpf else "no seccomp filter"]
+        return ", ".join(parts)
 
     @staticmethod
     def _system_mounts() -> list[str]:
@@ -314,7 +423,7 @@ class BwrapRunner(Runner):
         self._binds.append((str(host_dir), dest))
         return dest
 
-    def command(self, plan: Plan, fds: dict[str, int]) -> list[str]:
+    def command(self, plan: Plan, fds: dict[str, int], seccomp_fd: int | None = None) -> list[str]:
         lim = self.limits
         args = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent",
                 "--new-session", "--hostname", "sandbox", *self._system]
@@ -330,19 +439,21 @@ class BwrapRunner(Runner):
         # bwrap's own root and /dev are unlimited tmpfs mounts: read-only, or a program could
         # fill the host's memory by writing there.
         args += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/tmp/w", "--clearenv"]
+        if seccomp_fd is not None:   # bwrap loads it last, just before it execs the command
+            args += ["--seccomp", str(seccomp_fd)]
         for k, v in _base_env(plan, "/tmp").items():
             args += ["--setenv", k, v]
         return args + ["--", *lim.prlimit_args(plan), *_driver(plan)]
 
     def run(self, plan: Plan) -> Outcome:
         fds: dict[str, int] = {}
+        group = sfd = None
         try:
             for name, data in plan.files.items():
-                fd = os.memfd_create(name)
-                os.write(fd, data)
-                os.lseek(fd, 0, os.SEEK_SET)
-                fds[name] = fd
-            cmd = self.command(plan, fds)
+                fds[name] = _memfd(name, data)
+            if self.seccomp_bpf is not None:   # bwrap reads it to the end: one per run
+                sfd = _memfd("seccomp", self.seccomp_bpf)
+            cmd = self.command(plan, fds, sfd)
             # As root, bwrap runs as nobody so that RLIMIT_NPROC and file permissions apply.
             # Dropping the ids with setpriv rather than Popen(user=...) keeps Popen on vfork:
             # with ids to set it forks, copying the page tables of this process, which costs
@@ -352,14 +463,30 @@ class BwrapRunner(Runner):
                 cmd = [self._setpriv, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups", *cmd]
             elif self._as_root:
                 ids = dict(user=_NOBODY, group=_NOBODY, extra_groups=[])
+            if self.cgroups is not None:
+                # Joined by a `sh` that then execs the rest, before anything of the program
+                # runs; Popen keeps vfork (a preexec_fn would not).
+                try:
+                    group = self.cgroups.new_group(self.limits.budget())
+                except OSError as e:
+                    raise SandboxError(f"cannot create the program's cgroup: {e}") from e
+                cmd = ["/bin/sh", "-c", cgroup.JOIN_SCRIPT, "sh", str(len(group.procs_files)),
+                       *group.procs_files, *cmd]
             start = time.monotonic()
+            # env={}: bwrap's init keeps the environment it was started with, and the program
+            # can read it at /proc/1/environ (--clearenv cleans only the program's own).
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, pass_fds=tuple(fds.values()),
-                                    start_new_session=True, close_fds=True, **ids)
+                                    stderr=subprocess.PIPE,
+                                    pass_fds=(*fds.values(), *([sfd] if sfd is not None else [])),
+                                    start_new_session=True, close_fds=True, env={}, **ids)
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
         finally:
-            for fd in fds.values():
+            for fd in [*fds.values(), *([sfd] if sfd is not None else [])]:
                 os.close(fd)
-        return self._supervise(proc, plan, start)
+        return self._supervise(proc, plan, start, group)
 
 
 class UnsafeRunner(Runner):
