@@ -48,9 +48,14 @@ class StageResult:
         head = (f"{self.name}: {self.inputs} {self.unit}s in, kept {kept}"
                 f" ({self.ran} processed now, {self.reused} from the journal)")
         out = [head]
-        for reason, n in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            if reason != "kept":
+        # Keys with a colon are details below the item level ("tests: passed"), not verdicts.
+        ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        for reason, n in ranked:
+            if reason != "kept" and ":" not in reason:
                 out.append(f"  dropped {n:>6}  {reason}")
+        for detail, n in sorted(self.counts.items()):
+            if ":" in detail:
+                out.append(f"  {detail} {n}")
         return out + [f"  note: {n}" for n in self.notes]
 
 
