@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "execute",
     "report",
     "bench",
+    "synth",
 ]
 
 
