@@ -526,6 +526,39 @@ print(os.getuid(), os.getgid(), resource.getrlimit(resource.RLIMIT_NPROC)[0],
     assert cwd == "/tmp/w" and exists == ["False", "False", "False"]
 
 
+SECRET_SCAN = """import os, sys
+needles = [{name!r}.encode(), {value!r}.encode()]
+read, found = [], []
+for d in os.listdir("/proc"):
+    if not d.isdigit() and d not in ("self", "thread-self"):
+        continue
+    for leaf in ("environ", "cmdline"):
+        try:
+            data = open(f"/proc/{{d}}/{{leaf}}", "rb").read()
+        except OSError:
+            continue
+        read.append(f"{{d}}/{{leaf}}")
+        if any(n in data for n in needles):
+            found.append(f"{{d}}/{{leaf}}")
+print("read", " ".join(sorted(read)))
+print("found", " ".join(found) or "-")
+sys.exit(0 if found else 1)
+"""
+
+
+def test_callers_environment_is_invisible_in_proc(sandbox, monkeypatch):
+    """Issue 12 item 1: bwrap's init (pid 1 inside) kept the caller's environment, so an API key
+    of `eval --server` could be read at /proc/1/environ. No variable of ours may appear in any
+    process's environ or cmdline inside the sandbox."""
+    name, value = f"MULTIPL_MOE_TEST_SECRET_{TOKEN}", uuid.uuid4().hex
+    monkeypatch.setenv(name, value)
+    status, out = run(sandbox, "py", SECRET_SCAN.format(name=name, value=value))
+    assert status != "OK" and "found -" in out.stdout, out
+    read = out.stdout.split("\n")[0].split()[1:]
+    assert "1/environ" in read and "self/environ" in read, out.stdout  # the scan could look
+    assert value not in out.stdout + out.stderr
+
+
 def test_harness_still_works_after_the_attacks(sandbox):
     status, out = run(sandbox, "py", "print(sum(range(10)))\n")
     assert (status, out.stdout) == ("OK", "45\n")

@@ -106,6 +106,9 @@ class Limits:
     # the per-process RLIMIT_CPU's rule applied to the program as a whole.
     cpu_seconds: float | None = None
     cpus: float | None = None  # cores the tree may use at once (cgroup cpu.max); None: all
+    # processes and threads of the whole tree (cgroup pids.max); None: nproc plus bwrap's two
+    # own processes (its monitor and the sandbox's init)
+    tree_pids: int | None = None
 
     def cpu_budget(self, plan: Plan) -> float:
         if self.cpu_seconds is not None:
@@ -113,8 +116,8 @@ class Limits:
         return 2 * (plan.run_timeout + (plan.compile_timeout if plan.compile else 0)) + 1
 
     def budget(self) -> cgroup.Budget:
-        # bwrap's two processes (monitor and the sandbox's init) come on top of the program's.
-        return cgroup.Budget(memory_bytes=self.memory_mb << 20, pids=self.nproc + 2, cpus=self.cpus)
+        pids = self.tree_pids if self.tree_pids is not None else self.nproc + 2
+        return cgroup.Budget(memory_bytes=self.memory_mb << 20, pids=pids, cpus=self.cpus)
 
     def prlimit_args(self, plan: Plan, nproc: bool = True) -> list[str]:
         """`prlimit ... --`. Without a fresh user namespace RLIMIT_NPROC would count every process
@@ -326,7 +329,7 @@ class Runner:
             notes.append(f"killed: its processes together used {cpu_used:.1f} CPU seconds, "
                          f"past the budget of {cpu_budget:g}")
         if pids_exceeded:
-            notes.append(f"a fork failed: the process budget ({lim.nproc}) was reached")
+            notes.append(f"a fork failed: the process budget ({lim.budget().pids}) was reached")
         stderr += "".join(f"\n[multipl-moe: {n}]" for n in notes)
         return Outcome(compiled=running, exit_code=-1 if timed_out else exit_code,
                        timed_out=timed_out, output_exceeded=exceeded, stdout=out.text(),

@@ -86,8 +86,9 @@ def _errno_action(code: int) -> int:
 
 def filter_bpf(errno: int | None = None) -> bytes:
     """The compiled filter (a `struct sock_filter` array, what `bwrap --seccomp` reads).
-    `errno` replaces every refusal's error code: tests use an unusual one to tell a refusal by
-    the filter from the kernel's own EPERM."""
+    `errno` replaces EPERM as the refusals' error code: tests use an unusual one to tell a
+    refusal by the filter from the kernel's own EPERM. clone3 keeps ENOSYS, or libc would not
+    fall back to clone and no thread could start."""
     lib = _lib()
     ctx = lib.seccomp_init(_ACT_ALLOW)
     if not ctx:
@@ -105,7 +106,7 @@ def filter_bpf(errno: int | None = None) -> bytes:
         for name in DENIED:
             deny(name, errno or _errno.EPERM)
         for name in ENOSYS_CALLS:
-            deny(name, errno or _errno.ENOSYS)
+            deny(name, _errno.ENOSYS)
         # One rule per flag: within a rule conditions are ANDed, and "any of these bits" is an OR.
         for flag in CLONE_NEW_FLAGS.values():
             deny("clone", errno or _errno.EPERM, _ArgCmp(0, _CMP_MASKED_EQ, flag, flag))
