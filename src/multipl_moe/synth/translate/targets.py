@@ -309,9 +309,7 @@ class R(Target):
             return "NULL"
         if isinstance(v, bool):
             return "TRUE" if v else "FALSE"
-        if isinstance(v, int):
-            if abs(v) > 2 ** 53:  # R numbers are doubles
-                raise Untranslatable("unsupported value", f"{v} is not exact in R")
+        if isinstance(v, int):  # a double in R (all.equal compares with a relative tolerance)
             return str(v)
         if isinstance(v, float):
             return _float(v, "Inf")
@@ -512,8 +510,8 @@ class Go(Target):
         if t is not None and t[0] == "list":
             return "[]" + self.type(t[1])
         if t is not None and t[0] == "tuple":
-            for x in t[1]:
-                self.type(x)
+            for x in t[1]:  # an element may be None: it is nil in the []interface{}
+                self.type(x[1] if x[0] == "opt" else x)
             return "[]interface{}"  # Go has no tuples; MultiPL-E's choice
         if t is not None and t[0] == "dict":
             if t[1] not in (INT, FLOAT, BOOL, STR, ANY):
@@ -541,7 +539,9 @@ class Go(Target):
         if kind == "list":
             return self.type(t) + "{" + ", ".join(self.value(x, t[1]) for x in v) + "}"
         if kind == "tuple":
-            return "[]interface{}{" + ", ".join(self.value(x, u) for x, u in zip(v, t[1])) + "}"
+            return "[]interface{}{" + ", ".join(
+                "nil" if x is None else self.value(x, u[1] if u[0] == "opt" else u)
+                for x, u in zip(v, t[1])) + "}"
         if kind == "dict":
             return self.type(t) + "{" + ", ".join(
                 f"{self.value(k, t[1])}: {self.value(x, t[2])}" for k, x in v.items()) + "}"

@@ -1,0 +1,546 @@
+"""synth stage 4 (issue 16): the rule-based Python -> MultiPL-E translator.
+
+1. Agreement with MultiPL-E's own files: every HumanEval problem (its Python prompt and its
+   `check(candidate)` tests, read with `ast`) is translated into each target and compared with
+   MultiPL-E v3's row for that problem: same function name and arity, same number of test cases,
+   the same argument and expected values (read back out of both programs by the small literal
+   readers below, then normalised). The figures are printed (`-s`) and each language must reach
+   the floor measured when this was written.
+2. Real runs: a few problems per language, with a hand-written correct and wrong solution, go
+   through the project's executor in the sandbox: the correct one passes, the wrong one fails.
+3. Unit checks of the parts: drops with countable reasons, string escapes, skipped tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from multipl_moe.synth.translate import (DROP_REASONS, TARGETS, Dropped, PyProblem,
+                                         TranslatedProblem, translate)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multipl-e"
+needs_data = pytest.mark.skipif(not (DATA / "humaneval-py.jsonl").exists(),
+                                reason=f"MultiPL-E data not found at {DATA}")
+
+# Floors for "problems that agree" (of the problems in MultiPL-E's file), measured with
+# `pytest -s tests/test_synth_translate.py -k agreement` on MultiPL-E v3 HumanEval; each is the
+# measured count, so a regression of one problem fails the test.
+AGREEMENT_FLOOR = {"lua": 161, "rkt": 161, "ml": 153, "r": 161, "jl": 159, "rs": 156, "go": 154, "rb": 161}
+
+
+# ------------------------------------------------------------------------------------------
+# Reading MultiPL-E's Python files
+# ------------------------------------------------------------------------------------------
+class _Rename(ast.NodeTransformer):
+    def __init__(self, entry: str):
+        self.entry = entry
+
+    def visit_Name(self, node: ast.Name):
+        return ast.Name(self.entry, node.ctx) if node.id == "candidate" else node
+
+
+def humaneval_problem(row: dict) -> PyProblem:
+    """A humaneval-py row -> PyProblem: the `check(candidate)` asserts, with `candidate`
+    replaced by the entry point that `test_check()` passes to it."""
+    module = ast.parse(row["tests"])
+    defs = {n.name: n for n in module.body if isinstance(n, ast.FunctionDef)}
+    call = defs["test_check"].body[0].value
+    entry = call.args[0].id
+    tests = [ast.unparse(_Rename(entry).visit(stmt)) for stmt in defs["check"].body
+             if isinstance(stmt, ast.Assert)]
+    return PyProblem(name=row["name"], source=row["prompt"], tests=tests, entry_point=entry,
+                     original=row["original"])
+
+
+def load(lang: str, folder: Path = DATA) -> dict[str, dict]:
+    with open(folder / f"humaneval-{lang}.jsonl", encoding="utf-8") as f:
+        return {r["name"]: r for r in map(json.loads, f)}
+
+
+# ------------------------------------------------------------------------------------------
+# Reading values back out of target-language programs
+# ------------------------------------------------------------------------------------------
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+  | (?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
+  | (?P<id>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
+  | (?P<op>=>|==|::|\#hash|\#t|\#f|[\[\]{}(),;:=<>~\-+.!'\#|])
+""", re.X | re.S)
+
+_SIMPLE_ESC = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'",
+               "$": "$", "#": "#", "e": "\x1b", "b": "\b", "a": "\a", "f": "\f", "v": "\v"}
+
+
+def _unquote(s: str) -> str:
+    body, out, i = s[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = body[i + 1]
+        if nxt == "x":
+            out.append(chr(int(body[i + 2:i + 4], 16)))
+            i += 4
+        elif nxt == "u" and body[i + 2:i + 3] == "{":
+            end = body.index("}", i)
+            out.append(chr(int(body[i + 3:end], 16)))
+            i = end + 1
+        elif nxt == "u":
+            out.append(chr(int(body[i + 2:i + 6], 16)))
+            i += 6
+        elif nxt.isdigit() and body[i + 1:i + 4].isdigit():   # \ddd (Lua, OCaml: decimal)
+            out.append(chr(int(body[i + 1:i + 4])))
+            i += 4
+        else:
+            out.append(_SIMPLE_ESC.get(nxt, nxt))
+            i += 2
+    return "".join(out)
+
+
+def tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"cannot read {text[pos:pos + 30]!r}")
+        pos = m.end()
+        if m.lastgroup != "ws":
+            out.append((m.lastgroup, m.group()))
+    return out
+
+
+class Call:
+    """`candidate(args)` as read from a program."""
+
+    def __init__(self, args):
+        self.args = list(args)
+
+
+_NAMED = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
+          "FALSE": False, "nil": None, "None": None, "NULL": None, "nothing": None,
+          "math.huge": math.inf, "Inf": math.inf, "infinity": math.inf, "Float::INFINITY": math.inf}
+
+
+class Reader:
+    """A recursive-descent reader of the literal syntax of lua, ml, r, jl, rs, go and rb
+    (Racket has its own). Lists, tuples and vectors come back as lists, dictionaries and
+    association lists as dicts, Some(x) as x."""
+
+    def __init__(self, text: str, lang: str):
+        self.toks, self.i, self.lang = tokens(text), 0, lang
+
+    def peek(self, k: int = 0) -> str | None:
+        return self.toks[self.i + k][1] if self.i + k < len(self.toks) else None
+
+    def next(self) -> tuple[str, str]:
+        tok = self.toks[self.i]
+        self.i += 1
+        return tok
+
+    def expect(self, s: str) -> None:
+        kind, got = self.next()
+        if got != s:
+            raise ValueError(f"expected {s!r}, got {got!r} in {self.lang}")
+
+    def seq(self, close: str, item=None) -> list:
+        item = item or self.expr
+        out = []
+        while self.peek() != close:
+            out.append(item())
+            if self.peek() in (",", ";"):
+                self.next()
+        self.expect(close)
+        return out
+
+    def skip_balanced(self, open_: str, close: str) -> None:
+        depth = 0
+        while True:
+            _, t = self.next()
+            depth += (t == open_) - (t == close)
+            if depth == 0:
+                return
+
+    def skip_go_type(self) -> None:
+        t = self.peek()
+        if t == "[":
+            self.expect("[")
+            if self.peek() != "]":
+                self.skip_go_type()
+            self.expect("]")
+            self.skip_go_type()
+        elif t == "map":
+            self.next()
+            self.expect("[")
+            self.skip_go_type()
+            self.expect("]")
+            self.skip_go_type()
+        elif t == "interface":
+            self.next()
+            self.expect("{")
+            self.expect("}")
+        else:
+            self.next()
+
+    def pair_item(self):
+        key = self.expr()
+        if self.peek() in ("=>", ":", "="):
+            self.next()
+            return (key, self.expr())
+        return key
+
+    def braces(self) -> list | dict:
+        items = self.seq("}", self.lua_item if self.lang == "lua" else self.pair_item)
+        return _collect(items)
+
+    def lua_item(self):
+        if self.peek() == "[":
+            self.next()
+            key = self.expr()
+            self.expect("]")
+            self.expect("=")
+            return (key, self.expr())
+        return self.expr()
+
+    def expr(self):
+        kind, t = self.next()
+        if kind == "str":
+            return _unquote(t)
+        if kind == "num":
+            return float(t) if any(c in t for c in ".eE") else int(t)
+        if t in ("-", "~"):
+            return -self.expr()
+        if t == "[":
+            if self.peek() == "]" and self.lang == "go":
+                self.next()
+                self.skip_go_type()
+                self.expect("{")
+                return self.braces()
+            return self.seq("]")
+        if t == "{":
+            return self.braces()
+        if t == "(":
+            if self.peek() == ")":
+                self.next()
+                return []
+            first = self.expr()
+            if self.peek() == ")":
+                self.next()
+                return first
+            self.expect(",")   # a tuple
+            return [first, *self.seq(")")]
+        if kind == "id":
+            return self.named(t)
+        raise ValueError(f"unexpected {t!r} in {self.lang}")
+
+    def atom_args(self) -> list:
+        """OCaml application: `candidate a b` reads atoms until something ends the call."""
+        args = []
+        while self.peek() not in (")", "=", ",", ";", "]", None):
+            args.append(self.expr())
+        return args
+
+    def named(self, t: str):
+        if t in _NAMED:
+            return _NAMED[t]
+        if t in ("candidate", "candidate.call"):   # Ruby: candidate.call(...)
+            if self.lang == "ml":
+                return Call(self.atom_args())
+            self.expect("(")
+            return Call(self.seq(")"))
+        if t == "Some":
+            return self.expr()
+        if t == "vec" and self.peek() == "!":
+            self.next()
+            self.expect("[")
+            return self.seq("]")
+        if t in ("Vec", "HashMap", "String", "Dict", "Vector", "map") or self.lang == "jl":
+            return self.constructor(t)
+        if t in ("c", "list") and self.peek() == "(":
+            self.next()
+            return _collect(self.seq(")", self.pair_item))
+        raise ValueError(f"unknown name {t!r} in {self.lang}")
+
+    def constructor(self, t: str):
+        if t == "map":   # Go: map[K]V{...}
+            self.i -= 1
+            self.skip_go_type()
+            self.expect("{")
+            return _collect(self.seq("}", self.pair_item), as_dict=True)
+        if self.peek() == "::":   # Rust paths: Vec::<T>::new(), String::from(s), HashMap::from([...])
+            self.next()
+            if self.peek() == "<":
+                self.skip_balanced("<", ">")
+                self.expect("::")
+            name = self.next()[1]
+            self.expect("(")
+            args = self.seq(")")
+            if name == "new":
+                return {} if t == "HashMap" else []
+            if t == "HashMap":
+                return {k: v for k, v in args[0]}
+            return args[0]
+        if self.peek() == "{":   # Julia: Dict{K, V}(...), Vector{T}(...), Union{..}[...]
+            self.skip_balanced("{", "}")
+        if self.peek() == "[":   # Julia typed array literal: T[...]
+            self.next()
+            return self.seq("]")
+        self.expect("(")
+        if t == "Dict":
+            return _collect(self.seq(")", self.pair_item), as_dict=True)
+        args = self.seq(")")
+        return args[0] if args else []
+
+
+def _collect(items: list, as_dict: bool = False):
+    """Items read by `pair_item`: all `key => value` pairs make a dict, none a list."""
+    if as_dict or (items and all(isinstance(x, tuple) for x in items)):
+        return dict(items)
+    return items
+
+
+def read_sexpr(text: str):
+    """Racket: `(candidate a b)`, `(list ...)`, `#hash((k . v) ...)`, data inside a #hash."""
+    toks = tokens(text)
+    pos = 0
+
+    def datum(quoted: bool):
+        nonlocal pos
+        kind, t = toks[pos]
+        pos += 1
+        if kind == "str":
+            return _unquote(t)
+        if kind == "num":
+            return float(t) if any(c in t for c in ".eE") else int(t)
+        if t in ("#t", "#f"):
+            return t == "#t"
+        if t == "-":
+            return -datum(quoted)
+        if t == "#hash":
+            pos += 1   # "("
+            out = {}
+            while toks[pos][1] != ")":
+                pos += 1   # "("
+                k = datum(True)
+                pos += 1   # "."
+                out[k] = datum(True)
+                pos += 1   # ")"
+            pos += 1
+            return out
+        if t == "(":
+            head = toks[pos][1] if not quoted else None
+            if head in ("list", "candidate"):
+                pos += 1
+            items = []
+            while toks[pos][1] != ")":
+                items.append(datum(quoted))
+            pos += 1
+            return Call(items) if head == "candidate" else items
+        if kind == "id":
+            return {"+inf.0": math.inf}.get(t, t)
+        raise ValueError(f"unexpected {t!r} in rkt")
+
+    return datum(False)
+
+
+# Each language: how a test line starts, and how to read (call, expected) out of it.
+def _read_line(lang: str, line: str):
+    s = line.strip()
+    if lang == "lua" and s.startswith("lu.assertEquals("):
+        r = Reader(s[len("lu.assertEquals("):-1], lang)
+        call = r.expr(); r.expect(","); return call, r.expr()
+    if lang == "rkt" and s.startswith("(check-within "):
+        inner = s[len("(check-within "):-1]
+        parts = _sexpr_split(inner)
+        return read_sexpr(parts[0]), read_sexpr(parts[1])
+    if lang == "ml" and s.startswith("(assert "):
+        r = Reader(s[len("(assert ("):-len("));")], lang)
+        call = r.expr(); r.expect("="); return call, r.expr()
+    if lang == "r" and s.startswith("stopifnot(isTRUE(all.equal("):
+        r = Reader(s[len("stopifnot(isTRUE(all.equal("):-3], lang)
+        call = r.expr(); r.expect(","); return call, r.expr()
+    if lang == "jl" and s.startswith("@test("):
+        r = Reader(s[len("@test("):-1], lang)
+        call = r.expr(); r.expect("=="); return call, r.expr()
+    if lang == "rs" and s.startswith("assert_eq!("):
+        r = Reader(s[len("assert_eq!("):-2], lang)
+        call = r.expr(); r.expect(","); return call, r.expr()
+    if lang == "go" and s.startswith("{ actual:"):
+        r = Reader(s[len("{ actual:"):-len("},")], lang)
+        call = r.expr(); r.expect(","); r.next(); r.expect(":"); return call, r.expr()
+    if lang == "rb" and s.startswith("assert_equal("):
+        r = Reader(s[len("assert_equal("):-1], lang)
+        exp = r.expr(); r.expect(","); return r.expr(), exp
+    return None
+
+
+def _sexpr_split(text: str) -> list[str]:
+    """Top-level s-expressions of `text` (strings may hold parentheses)."""
+    parts, depth, start, i, in_str = [], 0, None, 0, False
+    while i < len(text):
+        ch = text[i]
+        if in_str:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+            start = i if depth == 0 and start is None else start
+        elif ch == "(":
+            start = i if depth == 0 and start is None else start
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch.isspace() and depth == 0 and start is not None and not in_str:
+            parts.append(text[start:i])
+            start = None
+        elif start is None:
+            start = i
+        i += 1
+    if start is not None:
+        parts.append(text[start:])
+    return parts
+
+
+def norm(v):
+    """One spelling for equal values across languages: numbers as rounded floats, tuples and
+    vectors as lists, dictionaries as sorted (str key, value) lists; an empty dictionary is an
+    empty list (Lua writes both as `{}`)."""
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, (int, float)):
+        return round(float(v), 9) if math.isfinite(v) else v
+    if isinstance(v, Call):
+        return ("call", tuple(norm(a) for a in v.args))
+    if isinstance(v, dict):
+        if not v:
+            return ("L", ())
+        return ("D", tuple(sorted((str(norm(k)), norm(x)) for k, x in v.items())))
+    return ("L", tuple(norm(x) for x in v))
+
+
+def logical_lines(text: str) -> list[str]:
+    """Lines, except that a newline inside a string literal (MultiPL-E writes Python's "\\n"
+    as a raw newline in several languages) becomes the escape `\\n`."""
+    out, quote, escaped = [], None, False
+    for ch in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
+            elif ch == "\n":
+                out.append("\\n")
+                continue
+        elif ch in "\"'":
+            quote = ch
+        out.append(ch)
+    return "".join(out).split("\n")
+
+
+def read_tests(lang: str, tests: str) -> list:
+    cases = []
+    for line in logical_lines(tests):
+        got = _read_line(lang, line)
+        if got is not None:
+            call, exp = got
+            assert isinstance(call, Call), line
+            cases.append((norm(call), norm(exp)))
+    return cases
+
+
+_HEADERS = {
+    "lua": r"local function (\w+)\((.*)\)",
+    "rkt": r"\(define \((\S+)((?: \S+)*)\)",
+    "ml": r"let (\w+) (.*) :.*=$",
+    "r": r"(\S+) <- function\((.*)\) \{",
+    "jl": r"function (\w+)\((.*)\)::",
+    "rs": r"fn (\w+)\((.*)\) ->",
+    "go": r"func (\w+)\((.*)\) .*\{",
+    "rb": r"def (\w+)\((.*)\)",
+}
+
+
+def signature(lang: str, prompt: str) -> tuple[str, int]:
+    """(function name, number of parameters) from the prompt's last line that declares it."""
+    for line in reversed(prompt.rstrip("\n").split("\n")):
+        m = re.match(_HEADERS[lang], line.strip())
+        if m:
+            name, args = m.group(1), m.group(2).strip()
+            if lang == "ml":
+                return name, len(re.findall(r"\(\w+ :", args))
+            if lang == "rkt":
+                return name, len(args.split())
+            if lang == "jl":
+                return name, len(re.findall(r"\w::", args))
+            if lang == "rs":
+                return name, len(re.findall(r"\b\w+: ", args))
+            depth, commas = 0, 0
+            for ch in args:
+                depth += ch in "[{(<"
+                depth -= ch in "]})>"
+                commas += ch == "," and depth == 0
+            return name, (commas + 1) if args else 0
+    raise ValueError(f"no {lang} function header in prompt")
+
+
+def compare(lang: str, ours: TranslatedProblem, theirs: dict) -> str | None:
+    """None if our row agrees with MultiPL-E's, else what differs. One deliberate difference
+    is not counted: OCaml names cannot start with a capital (a constructor), so our
+    `strongest_Extension` stands for MultiPL-E's `Strongest_Extension`, a syntax error."""
+    a_sig, b_sig = signature(lang, ours.prompt), signature(lang, theirs["prompt"])
+    if lang == "ml":
+        b_sig = (b_sig[0][:1].lower() + b_sig[0][1:], b_sig[1])
+    if a_sig != b_sig:
+        return f"signature {a_sig} != {b_sig}"
+    a, b = read_tests(lang, ours.tests), read_tests(lang, theirs["tests"])
+    if len(a) != len(b):
+        return f"{len(a)} tests != {len(b)}"
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"test {i}: {x} != {y}"
+    return None
+
+
+def agreement(lang: str) -> tuple[int, int, dict[str, str]]:
+    py, theirs = load("py"), load(lang)
+    agree, why = 0, {}
+    for name, row in theirs.items():
+        ours = translate(humaneval_problem(py[name]), lang)
+        if isinstance(ours, Dropped):
+            why[name] = f"dropped: {ours.reason} ({ours.detail})"
+            continue
+        try:
+            diff = compare(lang, ours, row)
+        except (ValueError, IndexError, KeyError) as e:
+            diff = f"unreadable: {e}"
+        if diff is None:
+            agree += 1
+        else:
+            why[name] = diff
+    return agree, len(theirs), why
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Agreement with MultiPL-E
+# ------------------------------------------------------------------------------------------
+@needs_data
+@pytest.mark.parametrize("lang", TARGETS)
+def test_agreement_with_multipl_e(lang):
+    agree, total, why = agreement(lang)
+    print(f"\n{lang}: {agree}/{total} problems agree with MultiPL-E v3 HumanEval")
+    for name, reason in sorted(why.items()):
+        print(f"  {name}: {reason}")
+    assert total >= 20 and agree >= 20
+    assert agree >= AGREEMENT_FLOOR[lang], f"{lang}: {agree} < floor {AGREEMENT_FLOOR[lang]}"
