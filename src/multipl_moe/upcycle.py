@@ -8,6 +8,7 @@ noise so that experts can diverge); routers get a seeded normal init; the result
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -145,16 +146,41 @@ def save_checkpoint(model, out: str | Path, tokenizer_source: str | None = None,
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        elif tokenizer_source is not None:
-            copy_tokenizer(tokenizer_source, tmp)
+        elif tokenizer_source is not None and not copy_tokenizer(tokenizer_source, tmp):
+            print(f"note: {tokenizer_source} has no tokenizer, so {out} is written without one", file=sys.stderr)
         if isinstance(model, MultiplMoEForCausalLM):
             write_remote_code(tmp)
     return Path(out)
 
 
+# Files that hold a vocabulary, for the tokenizers of the supported bases (fast, slow, Mistral's).
+_VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "tekken.json")
+
+
+def has_tokenizer(source: str) -> bool:
+    """Does `source` (a directory or hub id) hold a tokenizer? AutoTokenizer cannot say: given a
+    checkpoint without one, it builds an empty tokenizer of the config's class (one entry)."""
+    path = Path(source)
+    if path.is_dir():
+        return any((path / n).is_file() for n in _VOCAB_FILES) or any(path.glob("*.tiktoken"))
+    from transformers.utils import cached_file
+
+    for name in _VOCAB_FILES:
+        try:
+            if cached_file(source, name, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False):
+                return True
+        except (OSError, ValueError):
+            return False
+    return False
+
+
 def copy_tokenizer(source: str, dest: Path) -> bool:
+    """Copy `source`'s tokenizer into `dest`; False (nothing written) when it has none."""
     from transformers import AutoTokenizer
 
+    if not has_tokenizer(source):
+        return False
     try:
         tok = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError):

@@ -142,6 +142,19 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def check_output_dir(path: str | Path) -> None:
+    """`output_dir` must be a directory, or creatable as one (checked before anything is loaded)."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_symlink() and not p.exists():
+            raise TrainConfigError(f"output_dir = {str(path)!r}: {p} is a broken symbolic link")
+        if p.exists():
+            if not p.is_dir():
+                where = "" if p == path else f" ({p} is a file)"
+                raise TrainConfigError(f"output_dir = {str(path)!r}: not a directory{where}")
+            return
+
+
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
 
 

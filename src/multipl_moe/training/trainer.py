@@ -7,7 +7,10 @@ the MoE blocks are logged per language.
 
 Loss = next-token cross-entropy + the blocks' auxiliary loss (alpha * load balance, already
 weighted by each block). Checkpoints are `accelerator.save_state` directories written under a
-temporary name and renamed, so a kill at any moment leaves the last complete one usable.
+temporary name and renamed, so a kill at any moment leaves the last complete one usable; each
+carries a manifest (sizes, checksums) so that `--resume` can skip one damaged afterwards (see
+`checkpoints`). A full disk stops the run with one line; what was half-written is removed and the
+checkpoints before it stay intact, so `--resume` after freeing space is still exact.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +28,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig, TrainConfigError
+from ..atomic import atomic_file, disk_full_error, is_disk_full
+from . import checkpoints
+from .config import TrainConfig, TrainConfigError, check_output_dir
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -73,8 +79,30 @@ def _moe_blocks(model):
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted(p for p in (out / CHECKPOINTS).glob("step-*") if (p / "trainer_state.json").is_file())
-    return ckpts[-1] if ckpts else None
+    """The newest intact checkpoint (damaged newer ones are set aside with a warning)."""
+    return checkpoints.select(out / CHECKPOINTS, _warn)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _resume_point(accelerator, out: Path) -> Path | None:
+    """The main process verifies and chooses; every process resumes from its choice."""
+    from accelerate.utils import broadcast_object_list
+
+    choice: list = [None]
+    if accelerator.is_main_process:
+        try:
+            found = latest_checkpoint(out)
+            choice = [("ok", str(found) if found else None)]
+        except TrainConfigError as e:
+            choice = [("error", str(e))]
+    choice = broadcast_object_list(choice)
+    kind, value = choice[0]
+    if kind == "error":
+        raise TrainConfigError(value)
+    return Path(value) if value else None
 
 
 class RouterLoad:
@@ -113,6 +141,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     from .model_setup import build_model
 
     out = Path(cfg.output_dir)
+    check_output_dir(out)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
     # cpu=True without a GPU: Accelerate then runs several launched processes over gloo (without it,
     # each CPU process would silently train alone as rank 0).
@@ -121,7 +150,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if main:
         print(f"accelerate: {accelerator.distributed_type.value}, {accelerator.num_processes} process(es), "
               f"device {accelerator.device}, precision {'bf16' if use_bf16 else 'fp32'}")
-    ckpt = latest_checkpoint(out) if resume else None
+    ckpt = _resume_point(accelerator, out) if resume else None
     if resume and ckpt is None and main:
         print(f"no complete checkpoint under {out / CHECKPOINTS}: starting from step 0")
     if not resume and (out / CHECKPOINTS).exists() and any((out / CHECKPOINTS).glob("step-*")):
@@ -162,12 +191,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     start = 0
     if ckpt is not None:
         accelerator.load_state(str(ckpt))
-        start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+        lost = checkpoints.rng_restored(ckpt, accelerator.process_index)
+        if lost:
+            _warn(f"process {accelerator.process_index}: {lost}: the resumed run is NOT exact "
+                  "(its random draws differ from an uninterrupted run)")
+        start = json.loads((ckpt / checkpoints.STATE).read_text())["step"]
         if main:
             print(f"resumed from {ckpt} at step {start}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list) + "\n")
+        with atomic_file(out / "config.json") as f:
+            f.write(json.dumps(cfg.to_dict(), indent=2, default=list) + "\n")
         _truncate_metrics(out / METRICS, start)
     writer = None
     if main and cfg.tensorboard:
@@ -263,22 +297,35 @@ def evaluate(model, val: dict, cfg: TrainConfig, device) -> dict[str, float]:
 
 
 def save_checkpoint(accelerator, out: Path, step: int, cfg: TrainConfig) -> None:
-    """All processes write their state into a temporary directory; the main process renames it."""
+    """All processes write their state into a temporary directory; the main process adds the
+    trainer state and, last, the manifest, then renames it."""
     root = out / CHECKPOINTS
     final = root / f"step-{step:06d}"
     tmp = root / f".step-{step:06d}.tmp"
-    if accelerator.is_main_process:
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / checkpoints.STATE).write_text(json.dumps({"step": step}) + "\n")
+            checkpoints.write_manifest(tmp)
+    except Exception as e:
+        if not is_disk_full(e, tmp):
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
+        before = checkpoints.step_dirs(root)
+        kept = (f"the checkpoints before it are intact: free space, then --resume continues exactly from "
+                f"{before[0].name}" if before else "no earlier checkpoint")
+        raise disk_full_error(final, "the partial checkpoint", kept) from None
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in sorted(p for p in root.glob("step-*"))[:-cfg.keep_last]:
+        checkpoints._sync_dir(root)
+        for old in checkpoints.step_dirs(root)[cfg.keep_last:]:
             shutil.rmtree(old, ignore_errors=True)
         for stale in root.glob(".step-*.tmp"):  # left by a run killed while saving
             shutil.rmtree(stale, ignore_errors=True)
@@ -298,8 +345,18 @@ def _save_final(model, tokenizer, path: Path) -> None:
 def _log(out: Path, record: dict, writer, main: bool) -> None:
     if not main:
         return
-    with open(out / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    path = out / METRICS
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except Exception as e:
+        if not is_disk_full(e, path):
+            raise
+        with contextlib.suppress(OSError):  # no half record: resume reads this file back
+            os.truncate(path, size)
+        raise disk_full_error(path, "the partial record", "--resume continues exactly from the last "
+                              "checkpoint") from None
     if writer is not None:
         step = record["step"]
         for key, value in record.items():
@@ -314,7 +371,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, forget what was logged after the checkpoint: those steps are redone."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if line and json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass  # a record cut short by a kill: its step is redone and logged again
+    with atomic_file(path) as f:
+        f.write("".join(line + "\n" for line in keep))
