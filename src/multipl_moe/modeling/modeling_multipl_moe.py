@@ -257,24 +257,31 @@ class MultiplMoEForCausalLM(MultiplMoEPreTrainedModel, GenerationMixin):
         raise ValueError(f"causal segment routing keeps its state in a MultiplMoECache; a {type(cache).__name__} "
                          "cannot hold it (use the default dynamic cache: no cache_implementation)")
 
-    def _check_routing_past(self, cache, attention_mask, seq_len: int) -> None:
+    def _check_routing_past(self, cache, attention_mask, position_ids, cache_position, seq_len: int) -> None:
         """Refuse to continue a past that the routing state does not describe."""
         mask_past = attention_mask.shape[-1] - seq_len if attention_mask is not None and attention_mask.dim() == 2 else 0
-        cache_past = cache.get_seq_length() if cache is not None else 0
-        if mask_past <= 0 and cache_past == 0:
-            return
         states = getattr(cache, "segment_states", None)
-        if not states:
-            raise ValueError(f"asked to continue after {max(mask_past, cache_past)} past tokens without their "
-                             "causal routing state (the KV cache did not reach the model, or was filled "
-                             "without it); pass the MultiplMoECache the earlier steps filled, or the whole "
-                             "sequence with use_cache=False")
-        if mask_past > 0:
-            seen = next(iter(states.values())).num_seen_B
-            real = attention_mask[:, :mask_past].sum(-1).to(seen.device)
-            if seen.shape != real.shape or not torch.equal(seen, real):
-                raise ValueError(f"the routing state has seen {seen.tolist()} tokens per sequence but the attention "
-                                 f"mask has {real.tolist()} past tokens: this cache belongs to another sequence")
+        if states:
+            if mask_past > 0:
+                seen = next(iter(states.values())).num_seen_B
+                real = attention_mask[:, :mask_past].sum(-1).to(seen.device)
+                if seen.shape != real.shape or not torch.equal(seen, real):
+                    raise ValueError(f"the routing state has seen {seen.tolist()} tokens per sequence but the "
+                                     f"attention mask has {real.tolist()} past tokens: this cache belongs to "
+                                     "another sequence")
+            return
+        # Every sign of a past that generate() or a caller may give: a mask longer than the input
+        # (generate() drops an all-ones mask since 5.24), the first cache position (before 5.24),
+        # positions that start after 0 in every row (left padding puts 0 in some row of a prefill).
+        past = max(mask_past, cache.get_seq_length() if cache is not None else 0)
+        if cache_position is not None and cache_position.numel():
+            past = max(past, int(cache_position.reshape(-1)[0]))
+        if position_ids is not None and position_ids.numel():
+            past = max(past, int(position_ids.min()))
+        if past > 0:
+            raise ValueError(f"asked to continue after {past} past tokens without their causal routing state (the "
+                             "KV cache did not reach the model, or was filled without it); pass the "
+                             "MultiplMoECache the earlier steps filled, or the whole sequence with use_cache=False")
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0, cache=None, **kwargs):
@@ -300,7 +307,7 @@ class MultiplMoEForCausalLM(MultiplMoEPreTrainedModel, GenerationMixin):
         if cache is not None:
             cache = self._routing_cache(cache)
         if self.needs_routing_state:
-            self._check_routing_past(cache, attention_mask, seq_len)
+            self._check_routing_past(cache, attention_mask, position_ids, kwargs.get("cache_position"), seq_len)
         ctx = MoEForwardContext(attention_mask, cache if use_cache else None)
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              inputs_embeds=inputs_embeds, use_cache=use_cache, moe_context=ctx,
