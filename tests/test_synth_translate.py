@@ -544,3 +544,135 @@ def test_agreement_with_multipl_e(lang):
         print(f"  {name}: {reason}")
     assert total >= 20 and agree >= 20
     assert agree >= AGREEMENT_FLOOR[lang], f"{lang}: {agree} < floor {AGREEMENT_FLOOR[lang]}"
+
+
+# ------------------------------------------------------------------------------------------
+# 2. Real runs in the sandbox: a correct solution passes, a wrong one fails
+# ------------------------------------------------------------------------------------------
+LONG_WORDS = PyProblem(
+    name="synth_1_long_words",
+    source='from typing import List\n\n'
+           'def long_words(words: List[str], n: int) -> List[str]:\n'
+           '    """Return the words of the list longer than n characters, in order.\n'
+           '    >>> long_words([\'a\', \'abc\'], 1)\n    [\'abc\']\n    """\n'
+           '    return [w for w in words if len(w) > n]\n',
+    tests=["assert long_words(['a', 'abc', 'de'], 1) == ['abc', 'de']",
+           "assert long_words([], 3) == []",
+           # every escape a target needs: quotes, backslash, control characters, interpolation
+           "assert long_words(['say \"hi\"', 'back\\\\slash', 'tab\\there', 'new\\nline', "
+           "\"it's\", '#{x} $y @z', 'ab'], 3) == "
+           "['say \"hi\"', 'back\\\\slash', 'tab\\there', 'new\\nline', \"it's\", '#{x} $y @z']",
+           "assert long_words(['x', 'yy'], -1) == ['x', 'yy']"])
+
+MIN_MAX = PyProblem(
+    name="synth_2_min_max",
+    source='from typing import List, Tuple\n\n'
+           'def min_max(xs: List[float]) -> Tuple[float, float]:\n'
+           '    """The smallest and the largest number of a non-empty list, as a tuple."""\n',
+    # ints where floats are declared, negative numbers, exponents
+    tests=["assert min_max([3, 1.5, -2]) == (-2, 3)",
+           "assert min_max([0.25]) == (0.25, 0.25)",
+           "assert min_max([-1e-05, 1e16, 7]) == (-1e-05, 1e16)"])
+
+LOOKUP = PyProblem(
+    name="synth_3_lookup",
+    source='from typing import Dict, Optional\n\n'
+           'def lookup(table: Dict[str, int], key: str) -> Optional[int]:\n'
+           '    """The value stored under key in the dictionary, or None."""\n',
+    tests=["assert lookup({'a': 1, 'b': -2}, 'b') == -2",
+           "assert lookup({}, 'a') is None",
+           "assert lookup({\"it's\": 3, 'x': 0}, \"it's\") == 3"])
+
+# (correct, wrong) completions, written by hand for each language.
+SOLUTIONS = {
+    ("lua", "long_words"): (
+        "    local out = {}\n    for _, w in ipairs(words) do\n"
+        "        if #w > n then table.insert(out, w) end\n    end\n    return out\nend\n",
+        "    local out = {}\n    for _, w in ipairs(words) do\n"
+        "        if #w >= n then table.insert(out, w) end\n    end\n    return out\nend\n"),
+    ("lua", "min_max"): (
+        "    return {math.min(table.unpack(xs)), math.max(table.unpack(xs))}\nend\n",
+        "    return {math.max(table.unpack(xs)), math.min(table.unpack(xs))}\nend\n"),
+    ("lua", "lookup"): ("    return table[key]\nend\n", "    return nil\nend\n"),
+    ("rkt", "long_words"): ("  (filter (lambda (w) (> (string-length w) n)) words))\n",
+                            "  (filter (lambda (w) (>= (string-length w) n)) words))\n"),
+    ("rkt", "min_max"): ("  (list (apply min xs) (apply max xs)))\n",
+                         "  (list (apply max xs) (apply min xs)))\n"),
+    ("rkt", "lookup"): ("  (hash-ref table key #f))\n", "  #f)\n"),
+    ("ml", "long_words"): (" List.filter (fun w -> String.length w > n) words\n",
+                           " List.filter (fun w -> String.length w >= n) words\n"),
+    ("ml", "min_max"): (" (List.fold_left min (List.hd xs) xs, List.fold_left max (List.hd xs) xs)\n",
+                        " (List.fold_left max (List.hd xs) xs, List.fold_left min (List.hd xs) xs)\n"),
+    ("ml", "lookup"): (" List.assoc_opt key table\n", " None\n"),
+    ("r", "long_words"): ("\n  words[nchar(words) > n]\n}\n", "\n  words[nchar(words) >= n]\n}\n"),
+    ("r", "min_max"): ("\n  c(min(xs), max(xs))\n}\n", "\n  c(max(xs), min(xs))\n}\n"),
+    ("r", "lookup"): ("\n  if (key %in% names(table)) table[[key]] else NULL\n}\n", "\n  NULL\n}\n"),
+    ("jl", "long_words"): ("    [w for w in words if length(w) > n]\nend\n",
+                           "    [w for w in words if length(w) >= n]\nend\n"),
+    ("jl", "min_max"): ("    (minimum(xs), maximum(xs))\nend\n", "    (maximum(xs), minimum(xs))\nend\n"),
+    ("jl", "lookup"): ("    get(table, key, nothing)\nend\n", "    nothing\nend\n"),
+    # Rust: the tests start with the function's closing brace (its stop token is "\n}").
+    ("rs", "long_words"): ("    words.into_iter().filter(|w| w.len() as isize > n).collect()\n",
+                           "    words.into_iter().filter(|w| w.len() as isize >= n).collect()\n"),
+    ("rs", "min_max"): ("    let mut lo = xs[0];\n    let mut hi = xs[0];\n"
+                        "    for &x in &xs { if x < lo { lo = x; } if x > hi { hi = x; } }\n"
+                        "    (lo, hi)\n",
+                        "    (xs[0], xs[0])\n"),
+    ("rs", "lookup"): ("    table.get(&key).copied()\n", "    None\n"),
+    ("go", "long_words"): ("\tout := []string{}\n\tfor _, w := range words {\n"
+                           "\t\tif len(w) > n {\n\t\t\tout = append(out, w)\n\t\t}\n\t}\n"
+                           "\treturn out\n}\n",
+                           "\tout := []string{}\n\tfor _, w := range words {\n"
+                           "\t\tif len(w) >= n {\n\t\t\tout = append(out, w)\n\t\t}\n\t}\n"
+                           "\treturn out\n}\n"),
+    ("go", "min_max"): ("\tlo, hi := xs[0], xs[0]\n\tfor _, x := range xs {\n"
+                        "\t\tif x < lo {\n\t\t\tlo = x\n\t\t}\n\t\tif x > hi {\n\t\t\thi = x\n\t\t}\n"
+                        "\t}\n\treturn []interface{}{lo, hi}\n}\n",
+                        "\treturn []interface{}{xs[0], xs[0]}\n}\n"),
+    ("rb", "long_words"): ("  words.select { |w| w.length > n }\nend\n",
+                           "  words.select { |w| w.length >= n }\nend\n"),
+    ("rb", "min_max"): ("  [xs.min, xs.max]\nend\n", "  [xs.max, xs.min]\nend\n"),
+    ("rb", "lookup"): ("  table[key]\nend\n", "  nil\nend\n"),
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox_runs(tmp_path_factory):
+    """Every (language, problem) pair with its two completions, run in one executor batch
+    (one toolchain check, both cores busy): {(lang, fn): [result, result]}, unavailable."""
+    from multipl_moe.evaluation import formats
+    from multipl_moe.evaluation.execute import execute
+    from multipl_moe.evaluation.sandbox import bwrap_path
+
+    if bwrap_path() is None:
+        pytest.skip("bubblewrap is not installed")
+    root = tmp_path_factory.mktemp("translated")
+    problems = {p.name.split("_", 2)[2]: p for p in (LONG_WORDS, MIN_MAX, LOOKUP)}
+    written = {}
+    for (lang, fn), completions in SOLUTIONS.items():
+        row = translate(problems[fn], lang)
+        assert isinstance(row, TranslatedProblem), (lang, fn, row)
+        assert row.skipped_tests == ()
+        path = root / f"{row.name}_{lang}.json"
+        formats.write_json_atomic(path, {**row.to_row(), "completions": list(completions)})
+        written[(lang, fn)] = path
+    summary = execute(root, workers=2, progress=False, log=lambda s: None)
+    results = {key: formats.read_json(formats.results_path(path, root))["results"]
+               for key, path in written.items() if key[0] not in summary.unavailable}
+    return results, dict(summary.unavailable)
+
+
+@pytest.mark.parametrize("lang", TARGETS)
+def test_sandbox_correct_solution_passes_wrong_one_fails(lang, sandbox_runs):
+    results, unavailable = sandbox_runs
+    if lang in unavailable:   # Julia: not packaged in Debian (languages.py)
+        pytest.skip(f"{lang} cannot run here: {unavailable[lang]}")
+    mine = {fn: r for (code, fn), r in results.items() if code == lang}
+    assert len(mine) == (2 if lang == "go" else 3)
+    for fn, (good, bad) in mine.items():
+        assert good["status"] == "OK", (fn, good["program"], good["stderr"][-2000:])
+        assert bad["status"] != "OK", (fn, "the wrong solution passed", bad["program"])
+
+
+def test_go_drops_optional_with_a_countable_reason():
+    assert translate(LOOKUP, "go") == Dropped("unsupported type", "Optional[int]")
