@@ -676,3 +676,172 @@ def test_sandbox_correct_solution_passes_wrong_one_fails(lang, sandbox_runs):
 
 def test_go_drops_optional_with_a_countable_reason():
     assert translate(LOOKUP, "go") == Dropped("unsupported type", "Optional[int]")
+
+
+# ------------------------------------------------------------------------------------------
+# 3. The parts
+# ------------------------------------------------------------------------------------------
+def _problem(source: str, tests: list[str], name: str = "synth_0_f") -> PyProblem:
+    return PyProblem(name=name, source=source, tests=tests)
+
+
+@pytest.mark.parametrize("source, tests, langs, reason", [
+    ("def f(x):\n    return x\n", ["assert f(1) == 1"], ("ml", "rs", "go", "jl"),
+     "missing annotation"),
+    ("from typing import Callable\ndef f(g: Callable[[int], int]) -> int:\n    return g(1)\n",
+     ["assert f(abs) == 1"], ("ml", "rs", "go", "jl"), "unsupported type"),
+    ("from typing import Set\ndef f(x: Set[int]) -> int:\n    return len(x)\n",
+     ["assert f({1}) == 1"], ("ml", "rs", "go", "jl"), "unsupported type"),
+    ("from typing import Any\ndef f(x: Any) -> int:\n    return 1\n", ["assert f(1) == 1"],
+     ("ml", "rs"), "unsupported type"),
+    ("from typing import Union\ndef f(x: Union[int, str]) -> int:\n    return 1\n",
+     ["assert f(1) == 1"], ("ml", "rs", "go"), "unsupported type"),
+    ("from typing import Optional\ndef f(x: int) -> Optional[int]:\n    return x\n",
+     ["assert f(1) == 1"], ("go",), "unsupported type"),
+    ("def f(*xs: int) -> int:\n    return 1\n", ["assert f(1) == 1"], TARGETS,
+     "unsupported signature"),
+    ("def f(x: int) -> int\n    return x\n", ["assert f(1) == 1"], TARGETS, "unparsable python"),
+    ("x = 1\n", ["assert f(1) == 1"], TARGETS, "no function"),
+    ("def f(x: int) -> int:\n    return x\n", ["assert f(x=1) == 1", "assert f(1) > 0",
+                                               "assert f(len('a')) == 1", "f(1)"],
+     TARGETS, "no valid tests"),
+    ("def f(x: int) -> int:\n    return x\n", ["assert f(1) == 1"], ("py", "cobol"),
+     "unsupported language"),
+])
+def test_untranslatable_problems_are_dropped_with_a_countable_reason(source, tests, langs, reason):
+    assert reason in DROP_REASONS
+    for lang in langs:
+        result = translate(_problem(source, tests), lang)
+        assert isinstance(result, Dropped) and result.reason == reason, (lang, result)
+
+
+def test_untyped_targets_need_no_annotations():
+    result = {lang: translate(_problem("def f(x, y):\n    return x\n", ["assert f(1, 'a') == 1"]),
+                              lang) for lang in TARGETS}
+    assert {lang for lang, r in result.items() if isinstance(r, Dropped)} == {"ml", "rs", "go", "jl"}
+    assert "lu.assertEquals(candidate(1, \"a\"), 1)" in result["lua"].tests
+
+
+def test_tests_that_cannot_be_translated_are_skipped_with_why():
+    source = "from typing import List\ndef f(xs: List[int]) -> int:\n    return len(xs)\n"
+    tests = ["assert f([1, 2]) == 2", "assert f(xs=[1]) == 1", "assert f([1], [2]) == 1",
+             "assert f(list(range(3))) == 3", "assert f(['a']) == 1", "assert f([1180591620717411303424]) == 1",
+             "assert g([1]) == 1", "assert f([1]) != 0", "assert 0 == f([])"]
+    for lang in ("rs", "lua"):
+        r = translate(_problem(source, tests), lang)
+        assert isinstance(r, TranslatedProblem)
+        why = dict(r.skipped_tests)
+        assert "keyword" in why["assert f(xs=[1]) == 1"]
+        assert "wrong number of arguments" in why["assert f([1], [2]) == 1"]
+        assert "not a literal" in why["assert f(list(range(3))) == 3"]
+        assert "not a call" in why["assert g([1]) == 1"]
+        assert "not an equality" in why["assert f([1]) != 0"]
+        assert "does not fit" in why["assert f([1180591620717411303424]) == 1"]
+        # Only typed targets check values against the annotation.
+        assert ("assert f(['a']) == 1" in why) == (lang == "rs")
+        kept = len(tests) - len(why)
+        assert len(read_tests(lang, r.tests)) == kept
+        assert ("call", (("L", ()),)) in [c for c, _ in read_tests(lang, r.tests)]  # 0 == f([])
+
+
+def test_bare_assert_forms():
+    source = "from typing import Optional\ndef f(x: int) -> Optional[bool]:\n    return x > 0\n"
+    r = translate(_problem(source, ["assert f(1)", "assert not f(-1)", "assert f(0) is None"]),
+                  "rs")
+    assert read_tests("rs", r.tests) == [(("call", (1.0,)), True), (("call", (-1.0,)), False),
+                                        (("call", (0.0,)), None)]
+    assert "assert_eq!(candidate(1), Some(true));" in r.tests
+
+
+def test_names_that_targets_reserve_are_renamed_consistently():
+    source = "def end(type: int, string: str) -> int:\n    return type\n"
+    rows = {lang: translate(_problem(source, ["assert end(1, 'a') == 1"]), lang)
+            for lang in TARGETS}
+    assert "local function end_(type, string)" in rows["lua"].prompt
+    assert "candidate = end_" in rows["lua"].tests
+    assert "func end(myType int, myString string) int {" in rows["go"].prompt
+    assert "fn end(type_: isize, string: String) -> isize {" in rows["rs"].prompt
+    assert "let end_ (type_ : int) (string : string) : int =" in rows["ml"].prompt
+    assert "def end_(type, string)" in rows["rb"].prompt
+    main = translate(_problem("def main(N: int) -> int:\n    return N\n",
+                              ["assert main(1) == 1"]), "rs")
+    assert "fn main_(N: isize)" in main.prompt and "let candidate = main_;" in main.tests
+    assert "def f(n)" in translate(_problem("def f(N):\n    return N\n", ["assert f(1) == 1"]),
+                                   "rb").prompt
+
+
+def test_string_escapes_per_language():
+    source = "def f(s: str) -> str:\n    return s\n"
+    value = 'a"b\\c\nd\te$f#{g}\x01'
+    rows = {lang: translate(_problem(source, [f"assert f({value!r}) == 'x'"]), lang)
+            for lang in TARGETS}
+    for lang, row in rows.items():
+        ((call, _),) = read_tests(lang, row.tests)
+        assert call == ("call", (value,)), lang
+    assert '\\$f' in rows["jl"].tests and '\\#{g}' in rows["rb"].tests
+    assert "\\001" in rows["lua"].tests and "\\x01" in rows["rs"].tests
+
+
+def test_typed_values_follow_the_annotations():
+    source = ("from typing import Dict, List, Optional, Tuple\n"
+              "def f(xs: List[float], d: Dict[str, List[int]], o: Optional[Tuple[int, str]])"
+              " -> List[List[Optional[int]]]:\n    return []\n")
+    test = "assert f([1, 2.5], {'a': [], 'b': [-3]}, None) == [[1, None], []]"
+    rows = {lang: translate(_problem(source, [test]), lang) for lang in ("ml", "rs", "jl")}
+    assert ("(candidate [1.0; 2.5] [(\"a\", []); (\"b\", [(-3)])] None) = "
+            "[[(Some 1); None]; []]") in rows["ml"].tests
+    assert ("assert_eq!(candidate(vec![1.0, 2.5], HashMap::from([(String::from(\"a\"), "
+            "Vec::<isize>::new()), (String::from(\"b\"), vec![-3])]), None), "
+            "vec![vec![Some(1), None], Vec::<Option<isize>>::new()]);") in rows["rs"].tests
+    assert rows["rs"].prompt.startswith("use std::collections::HashMap;\n\n")
+    assert ("@test(candidate([1.0, 2.5], Dict{String, Vector{Int64}}(\"a\" => Int64[], "
+            "\"b\" => [-3]), nothing) == Vector{Union{Int64, Nothing}}"
+            "[Union{Int64, Nothing}[1, nothing], Union{Int64, Nothing}[]])") in rows["jl"].tests
+    assert ("function f(xs::Vector{Float64}, d::Dict{String, Vector{Int64}}, "
+            "o::Union{Tuple{Int64, String}, Nothing})::Vector{Vector{Union{Int64, Nothing}}}"
+            in rows["jl"].prompt)
+
+
+def test_doctests_are_rewritten_or_left_out():
+    source = ('def f(xs: list[int]) -> bool:\n    """True if the list is empty.\n'
+              '    >>> f([])\n    True\n    >>> f(some_global)\n    False\n    """\n')
+    rows = {lang: translate(_problem(source, ["assert f([1]) == False"]), lang)
+            for lang in TARGETS}
+    assert "-- TRUE" not in rows["lua"].prompt
+    assert "-- true if the table is empty.\n-- >>> f({})\n-- true\nlocal function f(xs)" \
+        in rows["lua"].prompt
+    assert ";; #t if the list is empty.\n;; >>> (f (list))\n;; #t\n" in rows["rkt"].prompt
+    assert "# >>> f(c())\n# TRUE\n" in rows["r"].prompt
+    assert "/// >>> f(Vec::<isize>::new())\n/// true\n" in rows["rs"].prompt
+    for row in rows.values():
+        assert "some_global" not in row.prompt
+
+
+def test_rows_have_multipl_e_fields_layout_and_stop_tokens():
+    source = "def f(x: int) -> int:\n    return x\n"
+    keys = set(next(iter(load("lua").values()))) if (DATA / "humaneval-lua.jsonl").exists() \
+        else {"name", "language", "prompt", "doctests", "original", "prompt_terminology",
+              "tests", "stop_tokens"}
+    for lang in TARGETS:
+        row = translate(_problem(source, ["assert f(1) == 1"]), lang).to_row()
+        assert set(row) == keys
+        assert row["doctests"] == "transform" and row["prompt_terminology"] == "reworded"
+        if (DATA / "latest").exists():
+            theirs = next(iter(load(lang, DATA / "latest").values()))
+            assert (row["language"], row["stop_tokens"]) == (theirs["language"],
+                                                             theirs["stop_tokens"])
+
+
+@needs_data
+def test_compare_notices_a_changed_value_test_or_arity():
+    row = translate(humaneval_problem(load("py")["HumanEval_0_has_close_elements"]), "rs")
+    theirs = load("rs")["HumanEval_0_has_close_elements"]
+    assert compare("rs", row, theirs) is None
+    changed = TranslatedProblem(**{**row.to_row(), "tests": row.tests.replace("0.3)", "0.4)", 1)})
+    assert "test 0" in compare("rs", changed, theirs)
+    fewer = TranslatedProblem(**{**row.to_row(), "tests": row.tests.replace(
+        "    assert_eq!(candidate(vec![1.1, 2.2, 3.1, 4.1, 5.1], 0.5), false);\n", "")})
+    assert "6 tests != 7" == compare("rs", fewer, theirs)
+    arity = TranslatedProblem(**{**row.to_row(), "prompt": row.prompt.replace(
+        ", threshold: f64", "")})
+    assert compare("rs", arity, theirs).startswith("signature")

@@ -34,7 +34,7 @@ class _Function:
 def _function(problem: PyProblem) -> _Function:
     try:
         module = ast.parse(problem.source)
-    except (SyntaxError, ValueError) as e:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         raise Untranslatable("unparsable python", str(e)) from None
     defs = [n for n in module.body if isinstance(n, ast.FunctionDef)]
     if problem.entry_point is not None:
@@ -141,7 +141,7 @@ def _doctests(doc: str, fn: _Function, name: str, types, tgt: Target) -> str:
                 args, expected = read_test(f"assert {call} == {result}", fn.name, len(types[0]))
                 call_s, expected_s = _render(args, expected, types, tgt, name)
                 out.append(f">>> {call_s}\n{expected_s}")
-            except Untranslatable:
+            except (Untranslatable, RecursionError):
                 if result.startswith(">>>"):
                     i -= 1
             continue
@@ -197,6 +197,9 @@ def translate(problem: PyProblem, lang: str) -> TranslatedProblem | Dropped:
     except Untranslatable as e:
         return Dropped(e.reason, e.detail)
 
+    if not all(n.isascii() for n in [fn.name, *(p for p, _ in fn.params)]):
+        # Lua, OCaml and R identifiers are ASCII only.
+        return Dropped("unsupported signature", "a non-ASCII name")
     name = tgt.fname(fn.name)
     params = [tgt.ident(p) for p, _ in fn.params]
     if len(set(params)) != len(params) or name in params:
