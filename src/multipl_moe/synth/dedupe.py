@@ -94,7 +94,7 @@ def _shingles(toks: list[str], k: int = 5) -> set[bytes]:
 
 
 class MinHashIndex:
-    def __init__(self, threshold: float, num_perm: int = 128):
+    def __init__(self, threshold: float, num_perm: int = 256):
         from datasketch import MinHashLSH
 
         self.t, self.num_perm = threshold, num_perm
@@ -181,7 +181,8 @@ def write_dataset(rows: list[dict], out: Path) -> None:
                                   "generator": datasets.Value("string")})
     ds = datasets.Dataset.from_dict({k: [r[k] for r in records] for k in FIELDS}, features=features)
     with atomic_dir(out / "dataset", force=True) as tmp:
-        ds.save_to_disk(str(tmp))
+        # datasets writes no shard at all for 0 rows unless told (and then cannot load it back).
+        ds.save_to_disk(str(tmp), num_shards=1 if not records else None)
 
 
 def compare(rows: list[dict], rouge_threshold: float = DEFAULT_THRESHOLD["rouge"],
