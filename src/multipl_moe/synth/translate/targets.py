@@ -315,7 +315,9 @@ class R(Target):
             return _float(v, "Inf")
         if isinstance(v, str):
             return self._str(v)
-        if isinstance(v, dict):
+        if isinstance(v, dict):  # a named list: names are strings
+            if any(isinstance(k, (list, tuple, dict)) for k in v):
+                raise Untranslatable("unsupported value", "an R list name must be a string")
             return "list(" + ", ".join(f"{self._str(str(k))} = {self.value(x, None)}"
                                        for k, x in v.items()) + ")"
         # A vector when every element is a scalar of one kind, as MultiPL-E does; else a list.
