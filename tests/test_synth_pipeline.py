@@ -474,3 +474,29 @@ def test_generated_dataset_trains_unchanged(reference, tiny_base_factory, tmp_pa
     losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(x)]
     assert len(losses) == 2 and all(loss == loss for loss in losses)
+
+
+# --------------------------------------------------------------------------- the type check
+
+def test_pyright_drops_type_errors_where_installed_and_says_when_not(tmp_path, capsys):
+    from multipl_moe.synth.extract import pyright_path
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "f.py").write_text(KEPT_FUNCTIONS["count_evens"] + '''
+def ill_typed(x: int) -> int:
+    """Adds a string to a number."""
+    y = x + "a"
+    z = y
+    return z
+''')
+    out = tmp_path / "out"
+    assert cli(["synth", "extract", "--corpus", str(corpus), "--out", str(out),
+                "--decontam-dir", str(MULTIPL_E), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    if pyright_path():
+        assert "extract: 1 docs in, kept 1" in text and "pyright errors" in text
+        assert "0 errors required" in text
+    else:
+        assert "extract: 1 docs in, kept 2" in text
+        assert "type check: SKIPPED, pyright is not installed" in text
