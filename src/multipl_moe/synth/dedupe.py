@@ -204,9 +204,10 @@ def compare(rows: list[dict], rouge_threshold: float = DEFAULT_THRESHOLD["rouge"
                 reference.add((i, j))
     all_pairs_s = time.perf_counter() - t0
     fake = [{"content": " ".join(t), "source_id": str(k)} for k, t in enumerate(texts)]
-    _, _, rouge_s = dedupe(fake, "rouge", rouge_threshold)
+    kept, _, rouge_s = dedupe(fake, "rouge", rouge_threshold)
     report = {"items": n, "rouge_threshold": rouge_threshold, "reference_pairs": len(reference),
-              "rouge_all_pairs_s": all_pairs_s, "rouge_dedupe_s": rouge_s, "minhash": []}
+              "rouge_all_pairs_s": all_pairs_s, "rouge_dedupe_s": rouge_s,
+              "rouge_dropped": n - len(kept), "minhash": []}
     for jt in jaccard_grid:
         idx = MinHashIndex(jt)
         sigs = [idx.signature(t) for t in texts]
@@ -217,9 +218,10 @@ def compare(rows: list[dict], rouge_threshold: float = DEFAULT_THRESHOLD["rouge"
             if str(i) in idx.lsh.query(sigs[j]) and sigs[i].jaccard(sigs[j]) >= jt:
                 found.add((i, j))
         recall = len(found) / len(reference) if reference else 1.0
-        _, _, mh_s = dedupe(fake, "minhash", jt)
-        report["minhash"].append({"jaccard": jt, "recall": recall, "dedupe_s": mh_s})
+        kept, _, mh_s = dedupe(fake, "minhash", jt)
+        row = {"jaccard": jt, "recall": recall, "dedupe_s": mh_s, "dropped": n - len(kept)}
+        report["minhash"].append(row)
         if recall >= target_recall:
-            report["chosen"] = {"jaccard": jt, "recall": recall, "dedupe_s": mh_s}
+            report["chosen"] = row
             break
     return report
