@@ -256,3 +256,17 @@ def test_a_corpus_with_no_usable_rows_is_a_clear_error(inputs, tmp_path, capsys)
               f"output_dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert rc == 2 and "no usable document" in err and "klingon" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["output_dir", "parent"])
+def test_output_dir_naming_a_file_is_a_one_line_error(where, inputs, tmp_path, capsys):
+    corpus, base = inputs
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me\n")
+    out = a_file if where == "output_dir" else a_file / "run"
+    rc = cli(["train", str(REPO / "configs" / "tiny-cpu.yaml"), f"model.base={base}", f"data.sources=[{corpus}]",
+              f"output_dir={out}", "steps=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err[-2000:]
+    assert f"output_dir = '{out}': not a directory" in err
+    assert a_file.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
