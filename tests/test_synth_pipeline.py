@@ -500,3 +500,54 @@ def ill_typed(x: int) -> int:
     else:
         assert "extract: 1 docs in, kept 2" in text
         assert "type check: SKIPPED, pyright is not installed" in text
+
+
+# --------------------------------------------------------------------------- dedupe
+
+def test_bit_parallel_lcs_equals_the_textbook_dynamic_programme():
+    import random
+
+    from multipl_moe.synth.dedupe import _masks, lcs_length, rouge_l
+
+    def dp(a, b):
+        row = [0] * (len(b) + 1)
+        for x in a:
+            prev, row = row, [0]
+            for j, y in enumerate(b):
+                row.append(prev[j] + 1 if x == y else max(prev[j + 1], row[j]))
+        return row[-1]
+
+    rng = random.Random(0)
+    for _ in range(300):
+        a = [rng.choice("abcd") for _ in range(rng.randrange(0, 90))]
+        b = [rng.choice("abcde") for _ in range(rng.randrange(0, 90))]
+        assert lcs_length(_masks(a), len(a), b) == dp(a, b)
+    assert rouge_l(list("abcd"), list("abcd")) == 1.0 and rouge_l([], list("a")) == 0.0
+    assert rouge_l(list("abcd"), list("abxd")) == 0.75
+
+
+def test_rouge_method_finds_the_same_duplicates_as_minhash_here(reference, tmp_path, capsys):
+    import shutil
+
+    _, out, _ = reference
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    assert cli(["synth", "dedupe", "--out", str(copy), "--dedupe-method", "rouge",
+                "--no-progress"]) == 0
+    assert summary(copy, 6, "dedupe") == summary(out, 6, "dedupe")
+    assert "rouge near-duplicate search took" in capsys.readouterr().out
+
+
+def test_compare_dedupe_reports_minhash_at_the_recall_asked(tmp_path, capsys):
+    body = "def f{i}(a, b):\n    x = a + {i}\n    y = b * x - {i}\n    return [x, y, a, b, {i}]\n"
+    rows = []
+    for i in range(12):
+        text = body.format(i=i)
+        rows += [{"content": text}, {"content": text.replace("y = b", "y  =  b")},
+                 {"content": text.replace("return", "return  ")}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli(["synth", "compare-dedupe", str(path), "--recall", "0.9"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["items"] == 36 and report["reference_pairs"] >= 12 * 3
+    assert report["chosen"]["recall"] >= 0.9 and report["rouge_dropped"] >= 24
