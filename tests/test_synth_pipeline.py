@@ -551,3 +551,47 @@ def test_compare_dedupe_reports_minhash_at_the_recall_asked(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["items"] == 36 and report["reference_pairs"] >= 12 * 3
     assert report["chosen"]["recall"] >= 0.9 and report["rouge_dropped"] >= 24
+
+
+def test_function_ids_stay_unique_across_same_named_inputs_and_redefinitions(tmp_path):
+    from multipl_moe.synth.pipeline import Context, SynthConfig, stage_extract
+
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        # Two different functions named f in one file, and the same file name in two inputs.
+        (tmp_path / folder / "m.py").write_text(
+            KEPT_FUNCTIONS["count_evens"].replace("count_evens", "f").replace("2 == 0", f"2 == {folder == 'y':d}")
+            + KEPT_FUNCTIONS["add_all"].replace("add_all", "f"))
+    cfg = SynthConfig(out=tmp_path / "out", corpus=[str(tmp_path / "x" / "m.py"), str(tmp_path / "y" / "m.py")],
+                      decontam_dir=str(MULTIPL_E), progress=False)
+    result = stage_extract(Context(cfg))
+    ids = [fn["id"] for fn in result.outputs]
+    # y's second f is an exact copy of x's; the rest get distinct ids.
+    assert ids == ["m.py:m.py::f", "m.py:m.py::f@10", "m.py:m.py::f#2"], ids
+
+
+class RefusingServer(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(400)
+        self.end_headers()
+        self.wfile.write(b"model not found")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_error_is_one_line_and_keeps_finished_stages(reference, tmp_path, capsys):
+    corpus, _, _ = reference
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), RefusingServer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        assert cli(synth_args(corpus, tmp_path / "out", url)) == 2
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = capsys.readouterr().err
+    assert "HTTP 400: model not found" in err and "rerun the same command" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (tmp_path / "out" / "1-extract.out.jsonl").exists()

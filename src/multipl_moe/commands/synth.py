@@ -253,6 +253,8 @@ def cmd_run(args) -> int:
         results = run(cfg, stages)
     except (StageError, SandboxError) as e:
         raise UserError(str(e)) from None
+    except RuntimeError as e:   # the generator server is unreachable or answers errors
+        raise UserError(f"{e} (finished items are kept; rerun the same command to resume)") from None
     if results and results[-1].name == "dedupe":
         n = len(results[-1].outputs)
         if n == 0:

@@ -178,7 +178,10 @@ def functions_of(doc_id: str, text: str, settings: ExtractSettings, decontaminat
                 counts["overlaps MultiPL-E"] += 1
                 continue
         start = code.count("\n", 0, len(code) - len(src) - 1) + 1
-        kept.append(PyFunction(f"{doc_id}::{node.name}", node.name, code, start,
+        fid = f"{doc_id}::{node.name}"
+        if any(k.id == fid for k in kept):   # the name defined twice in one file
+            fid = f"{fid}@{node.lineno}"
+        kept.append(PyFunction(fid, node.name, code, start,
                                start + (node.end_lineno - node.lineno), _annotated(node)))
     return counts, kept
 

@@ -179,15 +179,18 @@ def stage_extract(ctx: Context) -> StageResult:
     result = run_stage(c.out, "extract", items(), process, batch=64, progress=c.progress,
                        unit="doc")
     # Exact copies across the corpus are common (vendored files); keep the first in corpus order.
-    seen, kept = set(), []
+    seen, ids, kept = set(), Counter(), []
     for fn in result.outputs:
         h = hashlib.sha256(fn["code"].encode()).hexdigest()
         if h in seen:
             result.counts["kept"] -= 1
             result.counts["exact copy of an earlier function"] += 1
-        else:
-            seen.add(h)
-            kept.append(fn)
+            continue
+        seen.add(h)
+        ids[fn["id"]] += 1
+        if ids[fn["id"]] > 1:   # two inputs with the same file name give the same document ids
+            fn = {**fn, "id": f"{fn['id']}#{ids[fn['id']]}"}
+        kept.append(fn)
     result.outputs = kept
     result.notes.append("type check: " + (f"pyright ({checker}), 0 errors required" if checker else
                                           "SKIPPED, pyright is not installed (npm install -g pyright)"
