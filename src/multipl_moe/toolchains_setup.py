@@ -22,11 +22,12 @@ import sys
 from multipl_moe.evaluation.languages import LANGUAGES
 from multipl_moe.evaluation.toolchains import missing as language_missing
 
-# Every language's packages, plus cargo (the brief's set of Rust tools), the sandbox, and the
-# standard-library sources that the built-in demo corpus reads (`multipl-moe data local-corpus`).
+# Every language's packages, plus cargo (the brief's set of Rust tools), the sandbox (bubblewrap,
+# and libseccomp, which compiles its seccomp filter), and the standard-library sources that the
+# built-in demo corpus reads (`multipl-moe data local-corpus`).
 CORPUS_SOURCES = ["golang-src", "rust-src", "openjdk-17-source"]
 PACKAGES = tuple(dict.fromkeys([p for lang in LANGUAGES.values() for p in lang.packages]
-                               + ["cargo", "bubblewrap"] + CORPUS_SOURCES))
+                               + ["cargo", "bubblewrap", "libseccomp2"] + CORPUS_SOURCES))
 _ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
