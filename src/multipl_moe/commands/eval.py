@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from multipl_moe.cli import UserError
-from multipl_moe.commands.execute import add_execution_args, execute_and_report
+from multipl_moe.commands.execute import (add_execution_args, check_execution_args,
+                                          execute_and_report)
 
 DESCRIPTION = """\
 Evaluate a model on MultiPL-E (HumanEval and MBPP translated to other languages), the way the
@@ -50,7 +51,15 @@ def _backend(args: argparse.Namespace):
     if not Path(args.model).is_dir():
         raise UserError(f"--model {args.model}: not a checkpoint directory (to use a server, "
                         "pass --server URL and the served model's name as --model)")
-    return HFBackend(args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    if not (Path(args.model) / "config.json").is_file():
+        raise UserError(f"--model {args.model}: not a Hugging Face checkpoint directory (no "
+                        "config.json)")
+    try:
+        return HFBackend(args.model, device=args.device, dtype=args.dtype,
+                         batch_size=args.batch_size)
+    except (OSError, ValueError, KeyError) as e:  # transformers' words for a folder it cannot load
+        why = " ".join(str(e).split())[:300] or type(e).__name__
+        raise UserError(f"--model {args.model}: cannot load the checkpoint: {why}") from e
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     from multipl_moe.evaluation.languages import LANGUAGES, parse_langs
     from multipl_moe.evaluation.toolchains import missing
 
+    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
+                        ("--concurrency", args.concurrency)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value})")
+    check_execution_args(args)
     try:
         langs = parse_langs(args.langs)
     except KeyError as e:

@@ -23,6 +23,10 @@ Without bubblewrap the command refuses to run unless --unsafe-no-sandbox is give
 Toolchains are checked first; a language that cannot run here is skipped and reported as
 unavailable (never scored 0). Finished programs are recorded as they complete, so rerunning
 after a crash or Ctrl-C only runs what is missing. Install toolchains with `make toolchains`.
+
+A completion file that cannot be run (damaged, not JSON, a field of the wrong type, an unknown
+language) is reported on one line and skipped; the others run, and the exit status is then 1.
+Only one run at a time works on a folder: a second one stops at once and says so.
 """
 
 
@@ -45,6 +49,23 @@ def add_execution_args(p: argparse.ArgumentParser) -> None:
                    help="run model-written programs WITHOUT bubblewrap (only rlimits, a temp "
                         "dir and a process-group kill). Dangerous: use only on a throw-away machine")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_execution_args(args: argparse.Namespace) -> None:
+    """The execution options' ranges, checked before anything else runs (eval: before hours of
+    generation)."""
+    import math
+
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {args.workers})")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UserError(f"--timeout must be a positive number of seconds (got {args.timeout})")
+    if args.memory_mb < 1:
+        raise UserError(f"--memory-mb must be at least 1 (got {args.memory_mb})")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def make_runner(args: argparse.Namespace):
@@ -70,7 +91,7 @@ def make_runner(args: argparse.Namespace):
 
 def execute_and_report(completions: Path, out_dir: Path | None, langs, args) -> int:
     from multipl_moe.evaluation import report
-    from multipl_moe.evaluation.execute import execute
+    from multipl_moe.evaluation.execute import FolderBusy, execute
     from multipl_moe.evaluation.sandbox import SandboxError
 
     runner = make_runner(args)
@@ -78,12 +99,12 @@ def execute_and_report(completions: Path, out_dir: Path | None, langs, args) -> 
         s = execute(completions, out_dir, langs=langs, workers=args.workers, runner=runner,
                     run_timeout=args.timeout, use_cache=not args.no_toolchain_cache,
                     progress=not args.no_progress)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, FolderBusy) as e:
         raise UserError(str(e)) from e
     except SandboxError as e:
         raise UserError(f"{e}. Pass --unsafe-no-sandbox only on a throw-away machine") from e
     for path, why in s.skipped.items():
-        print(f"skipped {path}: {why}", file=sys.stderr)
+        print(f"skipped {_one_line(path)}: {_one_line(why)}", file=sys.stderr)
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "none"
     print(f"executed {s.executed} programs in {s.seconds:.1f} s ({s.programs_per_second:.2f}/s, "
           f"{args.workers} workers, {'sandboxed' if s.sandboxed else 'UNSANDBOXED'}); "
@@ -93,6 +114,10 @@ def execute_and_report(completions: Path, out_dir: Path | None, langs, args) -> 
     paths = report.write_report(run, root)
     print(report.table(run))
     print(f"wrote {paths['summary']}, {paths['table']}, {paths['chart']}")
+    if s.skipped:
+        print(f"multipl-moe: {len(s.skipped)} of {s.files} completion files were not run (each "
+              "is listed above with its reason)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -101,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.completions_dir.is_dir():
         raise UserError(f"{args.completions_dir} is not a directory")
+    check_execution_args(args)
     try:
         langs = parse_langs(args.langs) if args.langs else None
     except KeyError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from ..cli import UserError
 
@@ -49,6 +50,8 @@ def run(args) -> int:
     from ..presets import resolve_preset
     from ..upcycle import CheckpointError, upcycle
 
+    if not math.isfinite(args.noise_std) or args.noise_std < 0:
+        raise UserError(f"--noise-std must be a finite number >= 0 (got {args.noise_std})")
     try:
         moe = resolve_preset(args.preset, dict(args.overrides))
         layers = [int(x) for x in args.moe_layers.split(",")] if args.moe_layers else None

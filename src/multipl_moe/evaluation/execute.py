@@ -12,6 +12,13 @@ Why it is shaped like this:
   that cannot run here are skipped and listed as unavailable in `execution.json`, so a report
   shows "unavailable", not 0. Languages with a per-run artefact (C++, Go, Java) run last: their
   artefacts build on a side thread, niced, while the other languages' programs run.
+- One bad completion file (truncated, not JSON, a field of the wrong type, an unknown
+  language) is skipped with its reason in `ExecutionSummary.skipped`; the others still run.
+- One run per folder: a second `execute` on the same output folder stops at once
+  (`FolderBusy`) instead of running everything again beside the first; the lock is an
+  `fcntl.flock`, so the kernel drops it when its holder dies, even by `kill -9`.
+- Nothing is written through a link planted in an untrusted folder: results are renamed into
+  place, and the partial journal starts as a fresh file renamed over whatever sat there.
 - Verdicts follow MultiPL-E: a failed (or timed-out) compile step is a SyntaxError, a run past
   its limit is a Timeout (exit code -1), otherwise the language's own rule decides; a program
   killed for flooding its output is an Exception.
@@ -19,6 +26,10 @@ Why it is shaped like this:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import stat
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,12 +39,78 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-from . import formats
+from . import formats, runcache
 from .languages import LANGUAGES, Language, canonical
 from .sandbox import MEMORY_EXCEEDED, Outcome, Runner, make_runner
 from .toolchains import Toolchains
 
 REQUIRED_KEYS = ("name", "language", "prompt", "tests", "completions")
+LOCK_NAME = ".multipl-moe-execute.lock"
+
+
+class FolderBusy(RuntimeError):
+    """Another `execute` holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Hold `folder`'s execute lock for the block, or raise FolderBusy at once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    for attempt in range(2):
+        try:
+            # Read-only: a hard link planted here is never modified, only locked.
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
+        except OSError:
+            fd = -1   # a symlink (ELOOP), say
+        if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+            break
+        if fd >= 0:
+            os.close(fd)
+        # Not a regular file, so no run of ours locks it: replace it.
+        if attempt == 1:
+            raise FolderBusy(f"{path} is not a regular file and cannot be replaced; remove it")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusy(
+                f"another `multipl-moe execute` is running on {folder} (it holds {path}); let "
+                "it finish (or stop it) and run again: finished results are reused") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_file(problem) -> str | None:
+    """Why `problem` (a completion file's content) cannot be run, or None."""
+    if not isinstance(problem, dict):
+        return f"not a MultiPL-E completion file (a JSON {type(problem).__name__}, not an object)"
+    missing = [k for k in REQUIRED_KEYS if k not in problem]
+    if missing:
+        return f"not a MultiPL-E completion file (missing {', '.join(missing)})"
+    for key in ("name", "language", "prompt", "tests"):
+        if not isinstance(problem[key], str):
+            return f"`{key}` is {_kind(problem[key])}, not a string"
+    completions = problem["completions"]
+    if not isinstance(completions, list):
+        return f"`completions` is {_kind(completions)}, not a list of strings"
+    bad = [i for i, c in enumerate(completions) if not isinstance(c, str)]
+    if bad:
+        return (f"`completions` holds {len(bad)} non-string(s) (first: #{bad[0]}, "
+                f"{_kind(completions[bad[0]])})")
+    try:
+        canonical(problem["language"])
+    except KeyError:
+        return f"unsupported language {problem['language'][:40]!r}"
+    return None
+
+
+def _kind(value) -> str:
+    return "null" if value is None else f"a JSON {type(value).__name__}"
 
 
 def program_text(problem: dict, completion: str) -> str:
@@ -71,8 +148,8 @@ class _File:
 
     def record(self, index: int, result: dict) -> None:
         if self.journal is None:
-            self.results_path.parent.mkdir(parents=True, exist_ok=True)
-            self.journal = open(formats.partial_path(self.results_path), "a", encoding="utf-8")
+            known = [(i, r) for i, r in enumerate(self.results) if r is not None]
+            self.journal = formats.start_partial(formats.partial_path(self.results_path), known)
         formats.append_partial(self.journal, index, result)
         self.results[index] = result
 
@@ -109,35 +186,38 @@ def _load(paths: Iterable[Path], root: Path, out_root: Path | None, langs: set[s
     for path in paths:
         try:
             problem = formats.read_json(path)
-        except (OSError, ValueError) as e:
-            summary.skipped[str(path)] = f"unreadable: {e}"
+        except formats.READ_ERRORS as e:
+            why = str(e) or type(e).__name__
+            summary.skipped[str(path)] = f"unreadable ({type(e).__name__}: {why})"
             continue
-        if not isinstance(problem, dict) or any(k not in problem for k in REQUIRED_KEYS):
-            summary.skipped[str(path)] = f"not a MultiPL-E completion file (needs {REQUIRED_KEYS})"
+        why = check_file(problem)
+        if why:
+            summary.skipped[str(path)] = why
             continue
-        try:
-            code = canonical(problem["language"])
-        except KeyError:
-            summary.skipped[str(path)] = f"unsupported language {problem['language']!r}"
-            continue
+        code = canonical(problem["language"])
         if langs is not None and code not in langs:
             continue
         programs = [program_text(problem, c) for c in problem["completions"]]
         rpath = formats.results_path(path, root, out_root)
         results: list[dict | None] = [None] * len(programs)
         try:
-            old = formats.read_json(rpath).get("results", []) if rpath.exists() else []
-        except (OSError, ValueError, EOFError):  # unreadable: its programs run again
+            old = formats.read_json(rpath, follow=False).get("results", [])
+            old = old if isinstance(old, list) else []
+        except (*formats.READ_ERRORS, AttributeError):  # unreadable: its programs run again
             old = []
-        earlier = list(enumerate(old)) + list(formats.read_partial(formats.partial_path(rpath)))
+        ppath = formats.partial_path(rpath)
+        earlier = list(enumerate(old)) + list(formats.read_partial(ppath))
         for i, r in earlier:  # reuse a result only for the very same program
-            if 0 <= i < len(programs) and results[i] is None and r.get("program") == programs[i]:
+            if (0 <= i < len(programs) and results[i] is None and isinstance(r, dict)
+                    and r.get("program") == programs[i]):
                 results[i] = r
         summary.reused += sum(r is not None for r in results)
         f = _File(path, rpath, problem, LANGUAGES[code], programs, results)
         complete_on_disk = len(old) == len(programs) and not f.pending
         if not complete_on_disk:
             files.append(f)
+        elif os.path.lexists(ppath):  # a kill landed between the results write and this delete
+            ppath.unlink()
     return files
 
 
@@ -151,6 +231,15 @@ def execute(completions_dir: Path, out_dir: Path | None = None, langs: Iterable[
     paths = formats.completion_files(root)
     if not paths:
         raise FileNotFoundError(f"no MultiPL-E completion files (*.json, *.json.gz) in {root}")
+    with folder_lock(out_root or root):
+        runcache.sweep(runcache.parent())  # cache folders of runs killed before their cleanup
+        return _execute(root, out_root, paths, langs, workers, runner, run_timeout, use_cache,
+                        progress, log)
+
+
+def _execute(root: Path, out_root: Path | None, paths: list[Path], langs, workers: int,
+             runner: Runner | None, run_timeout: float | None, use_cache: bool, progress: bool,
+             log: Callable[[str], None]) -> ExecutionSummary:
     runner = runner or make_runner()
     summary = ExecutionSummary(sandboxed=runner.sandboxed)
     files = _load(paths, root, out_root, set(langs) if langs else None, summary)
@@ -265,8 +354,13 @@ def _write_manifest(root: Path, summary: ExecutionSummary, checked: set[str], ru
     with an earlier manifest: languages not checked this time keep what was known of them, and
     one unsandboxed run marks the folder for good)."""
     path = root / "execution.json"
-    old = formats.read_json(path) if path.exists() else {}
-    unavailable = {k: v for k, v in old.get("unavailable", {}).items() if k not in checked}
+    try:
+        old = formats.read_json(path, follow=False)
+    except formats.READ_ERRORS:
+        old = {}
+    old = old if isinstance(old, dict) else {}
+    old_unavailable = old.get("unavailable") if isinstance(old.get("unavailable"), dict) else {}
+    unavailable = {k: v for k, v in old_unavailable.items() if k not in checked}
     unavailable.update(summary.unavailable)
     ctx = tc.context
     manifest = {

@@ -10,15 +10,24 @@
   were running; the final results file replaces it atomically.
 
 Every whole-file write goes to a temporary file in the same folder and is renamed over the
-target, so a reader (or a crash) never sees half a file.
+target, so a reader (or a crash) never sees half a file. The same rule keeps an untrusted folder
+from redirecting our writes: a symlink, hard link or FIFO planted where an output goes is
+replaced by the rename, never written through; and outputs are read only if they are regular
+files (a planted FIFO would otherwise block the read forever).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
+import re
+import stat
+import tempfile
+import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, TextIO
 
 from ..atomic import atomic_file
 
@@ -26,12 +35,49 @@ RESULTS_SUFFIXES = (".results.json.gz", ".results.json")
 PARTIAL_SUFFIX = ".results.partial.jsonl"
 # Files of ours that live beside completion files and are not completion files.
 NOT_COMPLETIONS = {"summary.json", "execution.json"}
+# What reading a damaged or hostile file can raise (a truncated .gz gives EOFError, a corrupt
+# one zlib.error or BadGzipFile, bad UTF-8 or JSON a ValueError).
+READ_ERRORS = (OSError, ValueError, EOFError, zlib.error)
+# Problem names become file names (NAME.json.gz, NAME.results.partial.jsonl): one path
+# component, no leading dot, short enough for the longest suffix within NAME_MAX (255).
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,199}")
 
 
-def read_json(path: Path) -> Any:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return json.load(f)
+class NotRegularFile(OSError):
+    pass
+
+
+def check_name(name: Any) -> str:
+    """`name` if it is safe as a file name, else ValueError (problem names come from files and
+    the hub, and `../../x` must not lead outside the output folder)."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise ValueError(f"problem name {name!r} is not a safe file name (letters, digits, "
+                         "'_', '.', '+', '-'; at most 200; no leading dot)")
+    return name
+
+
+def open_regular(path: Path, follow: bool = True):
+    """A binary reader of `path` if it is a regular file (OSError otherwise, without blocking on
+    a FIFO); with follow=False a symlink is refused too."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFile(f"{path}: not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_json(path: Path, follow: bool = True) -> Any:
+    """JSON from `path` (gunzipped if the name ends in .gz); raises one of READ_ERRORS if it is
+    not a readable regular file of JSON. follow=False for our own outputs: a symlink there was
+    planted, not written by us."""
+    with open_regular(path, follow) as raw:
+        data = gzip.GzipFile(fileobj=raw, mode="rb").read() if str(path).endswith(".gz") \
+            else raw.read()
+    return json.loads(data.decode("utf-8"))
 
 
 def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:
@@ -90,18 +136,46 @@ def partial_path(results: Path) -> Path:
 
 
 def read_partial(path: Path) -> Iterator[tuple[int, dict]]:
-    """(index, result) for each complete line; a line cut short by a crash is ignored."""
-    if not path.exists():
+    """(index, result) for each complete line; a line cut short by a crash is ignored, and so is
+    anything but a regular file (a planted symlink or FIFO)."""
+    try:
+        raw = open_regular(path, follow=False)
+    except OSError:
         return
-    with open(path, encoding="utf-8") as f:
+    with raw, open(raw.fileno(), encoding="utf-8", errors="replace", closefd=False) as f:
         for line in f:
             if not line.endswith("\n"):
                 break
             try:
                 rec = json.loads(line)
-                yield int(rec.pop("index")), rec
-            except (ValueError, KeyError, TypeError):
+                index = int(rec.pop("index"))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
+            yield index, rec
+
+
+def start_partial(path: Path, earlier: Iterable[tuple[int, dict]]) -> TextIO:
+    """A new journal at `path` holding `earlier`, open for appending. It is a fresh file renamed
+    over `path`, so a symlink or hard link planted there (pointing outside the folder) is
+    replaced, not appended to."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        f = os.fdopen(fd, "w", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
+        for index, result in earlier:
+            append_partial(f, index, result)
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return f
 
 
 def append_partial(f, index: int, result: dict) -> None:

@@ -20,6 +20,7 @@ greedy (one sample is then enough).
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -42,12 +43,14 @@ class Sampling:
     def __post_init__(self):
         if self.n < 1:
             raise ValueError("the number of samples must be at least 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0 (0 means greedy)")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError("temperature must be a number >= 0 (0 means greedy)")
         if self.temperature == 0 and self.n > 1:
             raise ValueError("greedy decoding (temperature 0) gives one sample; use n=1")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
 
     @property
     def greedy(self) -> bool:
@@ -209,7 +212,8 @@ class OpenAIBackend:
 
 
 def completion_path(out_dir: Path, problem: dict) -> Path:
-    return Path(out_dir) / f"{problem['name']}.json.gz"
+    """Where a problem's completions go; ValueError for a name that would lead elsewhere."""
+    return Path(out_dir) / f"{formats.check_name(problem.get('name'))}.json.gz"
 
 
 def pending(problems: list[dict], sampling: Sampling, out_dir: Path) -> list[dict]:

@@ -4,12 +4,17 @@ A folder is laid out as `../shared/data/multipl-e` is (see its SOURCE.md): `{ben
 for MultiPL-E v3 (what the hub serves and published numbers use) and the same names under
 `latest/` for the upstream fixes since. Each row has `name, language, prompt, tests,
 stop_tokens` (plus `doctests, original, prompt_terminology`), the hub's schema exactly.
+
+Rows are checked as they load: a name becomes a file name (`NAME.json.gz`), so one such as
+`../../x` is refused, and so is a field of the wrong type, before anything is generated.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from .formats import check_name
 
 BENCHMARKS = ("humaneval", "mbpp")
 VERSIONS = ("v3", "latest")
@@ -24,17 +29,37 @@ def jsonl_path(data_dir: Path, benchmark: str, lang: str, version: str = "v3") -
     return folder / f"{benchmark}-{lang}.jsonl"
 
 
+def check_row(row, where: str) -> dict:
+    """`row` if it is a usable MultiPL-E problem, else ValueError naming `where`."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: not a MultiPL-E row (a JSON {type(row).__name__})")
+    missing = [k for k in _KEYS if k not in row]
+    if missing:
+        raise ValueError(f"{where}: not a MultiPL-E row (missing {missing})")
+    try:
+        check_name(row["name"])
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    for key in ("language", "prompt", "tests"):
+        if not isinstance(row[key], str):
+            raise ValueError(f"{where}: `{key}` of {row['name']} is not a string")
+    stops = row["stop_tokens"]
+    if not isinstance(stops, list) or not all(isinstance(t, str) for t in stops):
+        raise ValueError(f"{where}: `stop_tokens` of {row['name']} is not a list of strings")
+    return row
+
+
 def load_jsonl(path: Path) -> list[dict]:
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            missing = [k for k in _KEYS if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: not a MultiPL-E row (missing {missing})")
-            rows.append(row)
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: not JSON ({e})") from None
+            rows.append(check_row(row, f"{path}:{lineno}"))
     return rows
 
 
@@ -47,8 +72,9 @@ def load_hub(benchmark: str, lang: str, dataset: str = HUB_DATASET,
                          "use --data-dir with MultiPL-E's JSONL files")
     from datasets import load_dataset  # heavy; only when the hub is used
 
-    ds = load_dataset(dataset, f"{benchmark}-{lang}", revision=revision, split="test")
-    return [dict(row) for row in ds]
+    config = f"{benchmark}-{lang}"
+    ds = load_dataset(dataset, config, revision=revision, split="test")
+    return [check_row(dict(row), f"{dataset} {config} row {i}") for i, row in enumerate(ds)]
 
 
 def load_problems(benchmark: str, lang: str, data_dir: Path | None = None, version: str = "v3",

@@ -96,7 +96,7 @@ def collect(root: Path) -> Run:
         try:
             data = formats.read_json(path)
             run.cell(benchmark_of(data["name"]), _lang_of(data["language"])).missing += 1
-        except (OSError, ValueError, KeyError, TypeError):
+        except (*formats.READ_ERRORS, KeyError, TypeError, AttributeError):  # execute lists these
             continue
     for manifest in Path(root).rglob("execution.json"):
         m = formats.read_json(manifest)

@@ -27,12 +27,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from . import runcache
 from .languages import LANGUAGES, SANDBOX_PATH, Language, Plan, ToolchainContext
 from .sandbox import Runner, SandboxError
 
@@ -148,7 +148,7 @@ class Toolchains:
 
     def close(self) -> None:
         if self._cache is not None:
-            shutil.rmtree(self._cache, ignore_errors=True)
+            runcache.remove(self._cache)
             self._cache = None
 
     def self_test(self) -> None:
@@ -205,9 +205,7 @@ class Toolchains:
                 todo.append(code)
         built = [c for c in todo if self.builds_artefact(c)]
         if built and self._cache is None:
-            # As root, programs run as nobody: the cache must not sit under a private TMPDIR.
-            parent = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
-            self._cache = Path(tempfile.mkdtemp(prefix="multipl-moe-cache-", dir=parent))
+            self._cache = runcache.make(runcache.parent())  # locked: a later run cleans up after a kill
             self._visible = self.runner.expose(self._cache)
         with ThreadPoolExecutor(max(1, workers)) as pool:
             builds = {c: pool.submit(self._build, c) for c in built}
