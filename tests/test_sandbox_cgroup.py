@@ -162,3 +162,48 @@ def _dead_pid() -> int:
 def test_cgroup_paths_follow_the_mount_root():
     assert cgroup._under(Path("/sys/fs/cgroup"), "/", "/a/b") == Path("/sys/fs/cgroup/a/b")
     assert cgroup._under(Path("/sys/fs/cgroup"), "/docker/x", "/docker/x/a") == Path("/sys/fs/cgroup/a")
+
+
+def test_v2_moves_a_busy_groups_processes_into_a_leaf(tmp_path, monkeypatch):
+    """Machines whose controllers are bound to cgroup v1 (as where this was written) cannot run
+    the v2 path for real, so it runs here on a stand-in folder whose writes behave like the
+    kernel's: a group that still has processes cannot hand controllers to children."""
+    base = tmp_path / "ctr"
+    base.mkdir()
+    (base / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (base / "cgroup.subtree_control").write_text("\n")
+    (base / "cgroup.procs").write_text("101\n102\n")
+    real_write = cgroup._write
+
+    def kernel_like_write(path: Path, value: str) -> None:
+        if path.name == "cgroup.subtree_control" and path.parent == base \
+                and (base / "cgroup.procs").read_text().split():
+            raise OSError(16, "Device or resource busy")
+        if path.name == "cgroup.procs":   # a migration: the pid leaves the group it was in
+            left = [p for p in (base / "cgroup.procs").read_text().split() if p != value]
+            (base / "cgroup.procs").write_text("\n".join(left))
+            with open(path, "a") as f:
+                f.write(value + "\n")
+            return
+        real_write(path, value)
+    monkeypatch.setattr(cgroup, "_write", kernel_like_write)
+
+    cg = cgroup.Cgroups._create_v2(base)
+    assert (base / "multipl-moe-host" / "cgroup.procs").read_text().split() == ["101", "102"]
+    assert (base / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    parent = cg.parents["memory"]
+    assert parent.parent == base and (parent / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+
+    group = cg.new_group(cgroup.Budget(memory_bytes=256 << 20, pids=32, cpus=1.5))
+    d = group.dirs["memory"]
+    assert (d / "memory.max").read_text() == str(256 << 20)
+    assert (d / "pids.max").read_text() == "32"
+    assert (d / "cpu.max").read_text() == "150000 100000"
+    assert (d / "memory.oom.group").read_text() == "1"
+    assert group.procs_files == [str(d / "cgroup.procs")]
+    (d / "memory.events").write_text("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n")
+    (d / "pids.events").write_text("max 0\n")
+    (d / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
+    assert group.memory_exceeded() and not group.pids_exceeded()
+    assert group.cpu_seconds() == 2.5
+    cg._finalizer.detach()   # plain files: nothing to remove like a cgroup
