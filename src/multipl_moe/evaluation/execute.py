@@ -15,8 +15,9 @@ Why it is shaped like this:
 - One bad completion file (truncated, not JSON, a field of the wrong type, an unknown
   language) is skipped with its reason in `ExecutionSummary.skipped`; the others still run.
 - One run per folder: a second `execute` on the same output folder stops at once
-  (`FolderBusy`) instead of running everything again beside the first; the lock is an
-  `fcntl.flock`, so the kernel drops it when its holder dies, even by `kill -9`.
+  (`FolderBusy`) instead of running everything again beside the first. The lock is an
+  `fcntl.flock` on `.multipl-moe-execute.lock`, so the kernel drops it when its holder dies,
+  even by `kill -9`; the file stays (deleting it would race with a run about to lock it).
 - Nothing is written through a link planted in an untrusted folder: results are renamed into
   place, and the partial journal starts as a fresh file renamed over whatever sat there.
 - Verdicts follow MultiPL-E: a failed (or timed-out) compile step is a SyntaxError, a run past
@@ -88,7 +89,7 @@ def folder_lock(folder: Path):
 def check_file(problem) -> str | None:
     """Why `problem` (a completion file's content) cannot be run, or None."""
     if not isinstance(problem, dict):
-        return f"not a MultiPL-E completion file (a JSON {type(problem).__name__}, not an object)"
+        return f"not a MultiPL-E completion file ({_kind(problem)}, not an object)"
     missing = [k for k in REQUIRED_KEYS if k not in problem]
     if missing:
         return f"not a MultiPL-E completion file (missing {', '.join(missing)})"
@@ -109,8 +110,12 @@ def check_file(problem) -> str | None:
     return None
 
 
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number"}
+
+
 def _kind(value) -> str:
-    return "null" if value is None else f"a JSON {type(value).__name__}"
+    return "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def program_text(problem: dict, completion: str) -> str:
