@@ -77,20 +77,24 @@ def test_planted_partial_journal_link_is_not_written_through(tmp_path, link):
 
 
 @needs_bwrap
-def test_planted_results_symlink_is_replaced_not_followed(tmp_path):
+def test_planted_output_symlinks_are_replaced_not_followed(tmp_path):
+    """Results, manifest and report files: each is renamed into place over the link."""
     folder, outside = tmp_path / "untrusted", tmp_path / "outside"
     folder.mkdir(), outside.mkdir()
     write_completions(folder, files=1, n=2)
     victim = outside / "victim.json"
     victim.write_text('{"results": []}')
     os.symlink(victim, folder / f"{NAME}.results.json")
-    os.symlink(outside / "manifest.json", folder / "execution.json")
+    outputs = ["execution.json", "summary.json", "passk.md", "passk.png"]
+    for name in outputs:
+        os.symlink(outside / name, folder / name)
 
-    quiet_execute(folder)
+    assert cli.main(["execute", str(folder), "--no-progress", "--workers", "2"]) == 0
 
-    assert victim.read_text() == '{"results": []}' and not (outside / "manifest.json").exists()
-    assert not (folder / f"{NAME}.results.json").is_symlink()
-    assert not (folder / "execution.json").is_symlink()
+    assert victim.read_text() == '{"results": []}'
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.json"]
+    for name in [f"{NAME}.results.json", *outputs]:
+        assert (folder / name).is_file() and not (folder / name).is_symlink(), name
 
 
 @needs_bwrap
@@ -328,3 +332,25 @@ def test_upcycle_rejects_a_bad_noise_std(tmp_path, tiny_base_factory, capsys, st
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--noise-std" in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("content", [b"\x1f\x8b\x08\x00corrupt" * 4, b"[1, 2]", b'{"completions": 5}',
+                                     "fifo"])
+def test_a_damaged_completion_file_is_generated_again(tmp_path, content):
+    """eval's resume check reads what an earlier (killed, or tampered) run left: anything
+    damaged means "generate again", never a traceback or a hang."""
+    from multipl_moe.evaluation.generate import Sampling, generate
+
+    class Backend:
+        def complete(self, prompts, stops, s, on_batch=None):
+            return ["    return 1\n" for _ in prompts]
+
+    path = tmp_path / f"{NAME}.json.gz"
+    if content == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(content if content.startswith(b"\x1f\x8b") else gzip.compress(content))
+    with alarm(60):
+        assert generate([problem(0)], Backend(), Sampling(n=1, temperature=0), tmp_path,
+                        progress=False) == 1
+    assert formats.read_json(path)["completions"] == ["    return 1\n"]

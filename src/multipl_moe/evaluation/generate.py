@@ -222,10 +222,11 @@ def pending(problems: list[dict], sampling: Sampling, out_dir: Path) -> list[dic
     for p in problems:
         path = completion_path(out_dir, p)
         try:
-            if len(formats.read_json(path).get("completions", [])) >= sampling.n:
+            done = formats.read_json(path).get("completions", [])
+            if isinstance(done, list) and len(done) >= sampling.n:
                 continue
-        except (OSError, ValueError, EOFError):
-            pass  # missing or unreadable: generate
+        except (*formats.READ_ERRORS, AttributeError):
+            pass  # missing, unreadable or not a completion file: generate
         todo.append(p)
     return todo
 
