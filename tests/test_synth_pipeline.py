@@ -595,3 +595,18 @@ def test_a_server_error_is_one_line_and_keeps_finished_stages(reference, tmp_pat
     assert "HTTP 400: model not found" in err and "rerun the same command" in err
     assert len(err.strip().splitlines()) == 1
     assert (tmp_path / "out" / "1-extract.out.jsonl").exists()
+
+
+def test_a_changed_translator_translates_again(reference, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from multipl_moe.synth import pipeline
+
+    _, out, _ = reference
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    assert cli(["synth", "translate", "--out", str(copy), "--no-progress"]) == 0
+    assert "translate: 6 problems in, kept 5 (0 processed now, 6 from the journal)" in capsys.readouterr().out
+    monkeypatch.setattr(pipeline, "translator_version", lambda: "a fixed translator")
+    assert cli(["synth", "translate", "--out", str(copy), "--no-progress"]) == 0
+    assert "translate: 6 problems in, kept 5 (6 processed now, 0 from the journal)" in capsys.readouterr().out

@@ -296,12 +296,22 @@ def problem_name(fn_id: str, name: str) -> str:
     return f"synth_{h}_{re.sub(r'[^A-Za-z0-9_]', '_', name)[:40]}"
 
 
+def translator_version() -> str:
+    """A hash of the translator's source: part of each item's input, so that a fixed translator
+    re-translates (the journal would otherwise keep the old translations)."""
+    from . import translate as translator
+
+    code = sorted((p.name, p.read_text()) for p in Path(translator.__file__).parent.glob("*.py"))
+    return fingerprint(code)
+
+
 def stage_translate(ctx: Context) -> StageResult:
     from .translate import PyProblem, TranslatedProblem, translate
 
     c = ctx.cfg
     fns = read_outputs(c.out, "coverage")
-    items = [Item(f"{fn['id']}@{lang}", fingerprint(fn, lang), (fn, lang))
+    version = translator_version()
+    items = [Item(f"{fn['id']}@{lang}", fingerprint(fn, lang, version), (fn, lang))
              for fn in fns for lang in c.langs]
 
     def process(batch: list[Item]) -> list[tuple[dict, list[dict]]]:
