@@ -610,3 +610,15 @@ def test_a_changed_translator_translates_again(reference, tmp_path, monkeypatch,
     monkeypatch.setattr(pipeline, "translator_version", lambda: "a fixed translator")
     assert cli(["synth", "translate", "--out", str(copy), "--no-progress"]) == 0
     assert "translate: 6 problems in, kept 5 (6 processed now, 0 from the journal)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["run", "extract", "tests", "coverage", "translate", "solutions",
+                                     "dedupe", "status", "compare-dedupe"])
+def test_help_of_every_synth_command(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(["synth", command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert f"multipl-moe synth {command}" in text
+    if command in ("run", "tests"):
+        assert "MultiPL-T: 5" in text and "OpenAI-compatible server" in text

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .journal import fingerprint
-from .stage import STAGES, Item, StageResult, finish, read_outputs, run_stage
+from .stage import STAGES, Item, StageResult, begin, finish, read_outputs, run_stage
 
 
 @dataclass
@@ -378,6 +378,7 @@ def stage_dedupe(ctx: Context) -> StageResult:
 
     c = ctx.cfg
     rows = read_outputs(c.out, "solutions")
+    begin(c.out, "dedupe")
     result = StageResult("dedupe", inputs=len(rows), ran=len(rows), unit="solution")
     kept, counts, seconds = dedupe(rows, c.dedupe_method, c.dedupe_threshold)
     result.counts.update(counts)
