@@ -354,3 +354,24 @@ def test_a_damaged_completion_file_is_generated_again(tmp_path, content):
         assert generate([problem(0)], Backend(), Sampling(n=1, temperature=0), tmp_path,
                         progress=False) == 1
     assert formats.read_json(path)["completions"] == ["    return 1\n"]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("planted", ["garbage", "fifo", "list"])
+def test_a_damaged_results_file_without_its_completions_is_reported_not_fatal(tmp_path, capsys,
+                                                                             planted):
+    """A results file whose completion file is gone cannot be rerun: the report leaves it out,
+    says so on one line, and the exit status says something was wrong."""
+    write_completions(tmp_path, files=1, n=2)
+    orphan = tmp_path / "HumanEval_7_orphan.results.json"
+    if planted == "fifo":
+        os.mkfifo(orphan)
+    else:
+        orphan.write_text("{garbage" if planted == "garbage" else "[1, 2]")
+    with alarm(60):
+        rc = cli.main(["execute", str(tmp_path), "--no-progress", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if str(orphan) in ln]) == 1, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(r["language"], r["pass@1"]) for r in summary["results"]] == [("py", 0.5)]

@@ -111,14 +111,18 @@ def execute_and_report(completions: Path, out_dir: Path | None, langs, args) -> 
           f"reused {s.reused}; statuses: {statuses}")
     root = out_dir or completions
     run = report.collect(root)
+    for path, why in run.unreadable.items():
+        print(f"left out of the report {_one_line(path)}: {why}", file=sys.stderr)
     paths = report.write_report(run, root)
     print(report.table(run))
     print(f"wrote {paths['summary']}, {paths['table']}, {paths['chart']}")
     if s.skipped:
         print(f"multipl-moe: {len(s.skipped)} of {s.files} completion files were not run (each "
               "is listed above with its reason)", file=sys.stderr)
-        return 1
-    return 0
+    if run.unreadable:
+        print(f"multipl-moe: {len(run.unreadable)} results files could not be read (listed "
+              "above)", file=sys.stderr)
+    return 1 if s.skipped or run.unreadable else 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,6 +61,7 @@ class Run:
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     unsandboxed: bool = False
+    unreadable: dict[str, str] = field(default_factory=dict)  # results file -> why left out
 
     def cell(self, bench: str, lang: str) -> Cell:
         return self.cells.setdefault((bench, lang), Cell(bench, lang))
@@ -82,9 +83,16 @@ def collect(root: Path) -> Run:
     run = Run(Path(root))
     scored = set()
     for path in formats.results_files(root):
-        data = formats.read_json(path)
-        results = data.get("results", [])
-        cell = run.cell(benchmark_of(data.get("name", path.name)), _lang_of(data["language"]))
+        try:
+            data = formats.read_json(path)
+            results = data["results"]
+            cell = run.cell(benchmark_of(data.get("name", path.name)), _lang_of(data["language"]))
+            if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+                raise TypeError("`results` is not a list of objects")
+        except (*formats.READ_ERRORS, KeyError, TypeError, AttributeError) as e:
+            # `execute` reruns what it can; this one has no completion file left to rerun.
+            run.unreadable[str(path)] = " ".join(f"{type(e).__name__}: {e}".split())
+            continue
         # MultiPL-E counts a sample as passing when status is OK *and* exit code is 0.
         passed = sum(r.get("status") == "OK" and r.get("exit_code") == 0 for r in results)
         cell.counts.append((len(results), passed))
