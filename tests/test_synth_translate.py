@@ -17,6 +17,7 @@ import ast
 import json
 import math
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -553,6 +554,12 @@ def test_agreement_with_multipl_e(lang, suite):
     print(f"\n{lang}: {agree}/{total} problems agree with MultiPL-E v3 {suite}")
     for name, reason in sorted(why.items()):
         print(f"  {name}: {reason}")
+    # Every Python problem, including those MultiPL-E itself dropped: reasons are countable.
+    drops = Counter(r.reason for r in (translate(humaneval_problem(row), lang)
+                                       for row in load("py", suite=suite).values())
+                    if isinstance(r, Dropped))
+    print(f"  our drops of all {suite} problems: {dict(drops) or 'none'}")
+    assert set(drops) <= set(DROP_REASONS)
     assert total >= 20 and agree >= 20
     floor = AGREEMENT_FLOOR[suite][lang]
     assert agree >= floor, f"{lang}: {agree} < floor {floor}"
