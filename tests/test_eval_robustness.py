@@ -375,3 +375,20 @@ def test_a_damaged_results_file_without_its_completions_is_reported_not_fatal(tm
     assert len([ln for ln in err.splitlines() if str(orphan) in ln]) == 1, err
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [(r["language"], r["pass@1"]) for r in summary["results"]] == [("py", 0.5)]
+
+
+@needs_bwrap
+@pytest.mark.parametrize("planted", ["symlink", "fifo"])
+def test_a_planted_lock_file_is_replaced_not_followed(tmp_path, planted):
+    from multipl_moe.evaluation.execute import LOCK_NAME
+
+    folder, victim = tmp_path / "untrusted", tmp_path / "victim"
+    folder.mkdir()
+    write_completions(folder, files=1, n=1)
+    if planted == "symlink":
+        os.symlink(victim, folder / LOCK_NAME)
+    else:
+        os.mkfifo(folder / LOCK_NAME)
+    with alarm(60):
+        assert quiet_execute(folder).executed == 1
+    assert not victim.exists() and (folder / LOCK_NAME).is_file()

@@ -28,6 +28,7 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -63,8 +64,10 @@ def folder_lock(folder: Path):
             # Read-only: a hard link planted here is never modified, only locked.
             fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                          | os.O_CLOEXEC, 0o644)
-        except OSError:
-            fd = -1   # a symlink (ELOOP), say
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            fd = -1   # a symlink
         if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
             break
         if fd >= 0:
