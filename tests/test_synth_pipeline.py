@@ -622,3 +622,31 @@ def test_help_of_every_synth_command(command, capsys):
     assert f"multipl-moe synth {command}" in text
     if command in ("run", "tests"):
         assert "MultiPL-T: 5" in text and "OpenAI-compatible server" in text
+
+
+# --------------------------------------------------------------------------- the Python harness
+
+def test_harness_isolates_crashing_tests_and_gives_up_on_a_hanging_function():
+    from multipl_moe.evaluation.sandbox import make_runner
+    from multipl_moe.synth.pyexec import PyTestRunner
+
+    runner = make_runner()
+    calls = []
+    real_run = runner.run
+    runner.run = lambda plan: calls.append(plan) or real_run(plan)
+    py = PyTestRunner(runner, per_test_timeout=0.5, workers=1)
+    py.startup_s = 1.0
+    code = ('import os\n\n\ndef f(n: int) -> int:\n    """Exits on 7, loops in C for huge n."""\n'
+            '    if n == 7:\n        os._exit(0)\n    return sum(range(n)) % 3\n')
+    # One test kills the process: the batch gives no report, each test then runs alone.
+    run = py.run(code, ["assert f(3) == 0", "assert f(7) == 0", "assert f(5) == 1", "assert f(5) == 2"])
+    assert run.passed == [True, False, True, False] and run.fell_back and len(calls) == 5
+    # SIGALRM cannot stop sum() in C: after two hanging tests alone, the others are not run.
+    calls.clear()
+    huge = "assert f(100000000000000) == 0"
+    run = py.run(code, ["assert f(3) == 0", huge, huge, huge, huge])
+    assert run.passed == [True, False, False, False, False] and len(calls) == 1 + 3
+    # Coverage of the def's lines only (not the import above it).
+    run = py.run(code, ["assert f(3) == 0"], span=(4, 8))
+    assert run.passed == [True] and run.missing_lines == [7] and run.coverage == 2 / 3
+    py.close()
