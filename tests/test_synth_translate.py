@@ -281,7 +281,8 @@ class Reader:
             self.skip_go_type()
             self.expect("{")
             return _collect(self.seq("}", self.pair_item), as_dict=True)
-        if self.peek() == "::":   # Rust paths: Vec::<T>::new(), String::from(s), HashMap::from([...])
+        # Rust paths: Vec::<T>::new(), String::from(s), HashMap::from([...])
+        if self.peek() == "::":
             self.next()
             if self.peek() == "<":
                 self.skip_balanced("<", ">")
@@ -620,15 +621,17 @@ SOLUTIONS = {
     ("rkt", "lookup"): ("  (hash-ref table key #f))\n", "  #f)\n"),
     ("ml", "long_words"): (" List.filter (fun w -> String.length w > n) words\n",
                            " List.filter (fun w -> String.length w >= n) words\n"),
-    ("ml", "min_max"): (" (List.fold_left min (List.hd xs) xs, List.fold_left max (List.hd xs) xs)\n",
-                        " (List.fold_left max (List.hd xs) xs, List.fold_left min (List.hd xs) xs)\n"),
+    ("ml", "min_max"): (" List.(fold_left min (hd xs) xs, fold_left max (hd xs) xs)\n",
+                        " List.(fold_left max (hd xs) xs, fold_left min (hd xs) xs)\n"),
     ("ml", "lookup"): (" List.assoc_opt key table\n", " None\n"),
     ("r", "long_words"): ("\n  words[nchar(words) > n]\n}\n", "\n  words[nchar(words) >= n]\n}\n"),
     ("r", "min_max"): ("\n  c(min(xs), max(xs))\n}\n", "\n  c(max(xs), min(xs))\n}\n"),
-    ("r", "lookup"): ("\n  if (key %in% names(table)) table[[key]] else NULL\n}\n", "\n  NULL\n}\n"),
+    ("r", "lookup"): ("\n  if (key %in% names(table)) table[[key]] else NULL\n}\n",
+                      "\n  NULL\n}\n"),
     ("jl", "long_words"): ("    [w for w in words if length(w) > n]\nend\n",
                            "    [w for w in words if length(w) >= n]\nend\n"),
-    ("jl", "min_max"): ("    (minimum(xs), maximum(xs))\nend\n", "    (maximum(xs), minimum(xs))\nend\n"),
+    ("jl", "min_max"): ("    (minimum(xs), maximum(xs))\nend\n",
+                        "    (maximum(xs), minimum(xs))\nend\n"),
     ("jl", "lookup"): ("    get(table, key, nothing)\nend\n", "    nothing\nend\n"),
     # Rust: the tests start with the function's closing brace (its stop token is "\n}").
     ("rs", "long_words"): ("    words.into_iter().filter(|w| w.len() as isize > n).collect()\n",
@@ -645,7 +648,8 @@ SOLUTIONS = {
                            "\t\tif len(w) >= n {\n\t\t\tout = append(out, w)\n\t\t}\n\t}\n"
                            "\treturn out\n}\n"),
     ("go", "min_max"): ("\tlo, hi := xs[0], xs[0]\n\tfor _, x := range xs {\n"
-                        "\t\tif x < lo {\n\t\t\tlo = x\n\t\t}\n\t\tif x > hi {\n\t\t\thi = x\n\t\t}\n"
+                        "\t\tif x < lo {\n\t\t\tlo = x\n\t\t}\n"
+                        "\t\tif x > hi {\n\t\t\thi = x\n\t\t}\n"
                         "\t}\n\treturn []interface{}{lo, hi}\n}\n",
                         "\treturn []interface{}{xs[0], xs[0]}\n}\n"),
     ("rb", "long_words"): ("  words.select { |w| w.length > n }\nend\n",
@@ -737,14 +741,16 @@ def test_untranslatable_problems_are_dropped_with_a_countable_reason(source, tes
 def test_untyped_targets_need_no_annotations():
     result = {lang: translate(_problem("def f(x, y):\n    return x\n", ["assert f(1, 'a') == 1"]),
                               lang) for lang in TARGETS}
-    assert {lang for lang, r in result.items() if isinstance(r, Dropped)} == {"ml", "rs", "go", "jl"}
+    dropped = {lang for lang, r in result.items() if isinstance(r, Dropped)}
+    assert dropped == {"ml", "rs", "go", "jl"}
     assert "lu.assertEquals(candidate(1, \"a\"), 1)" in result["lua"].tests
 
 
 def test_tests_that_cannot_be_translated_are_skipped_with_why():
     source = "from typing import List\ndef f(xs: List[int]) -> int:\n    return len(xs)\n"
     tests = ["assert f([1, 2]) == 2", "assert f(xs=[1]) == 1", "assert f([1], [2]) == 1",
-             "assert f(list(range(3))) == 3", "assert f(['a']) == 1", "assert f([1180591620717411303424]) == 1",
+             "assert f(list(range(3))) == 3", "assert f(['a']) == 1",
+             "assert f([1180591620717411303424]) == 1",
              "assert g([1]) == 1", "assert f([1]) != 0", "assert 0 == f([])"]
     for lang in ("rs", "lua"):
         r = translate(_problem(source, tests), lang)

@@ -14,7 +14,8 @@ rewritten into target-language calls and values.
 Usage (the rest of the synth pipeline needs only this):
 
     from multipl_moe.synth.translate import PyProblem, translate, Dropped, TARGETS
-    result = translate(PyProblem(name="synth_12_add", source=src, tests=["assert add(1, 2) == 3"]), "lua")
+    problem = PyProblem(name="synth_12_add", source=src, tests=["assert add(1, 2) == 3"])
+    result = translate(problem, "lua")
     if isinstance(result, Dropped):
         counts[result.reason] += 1          # e.g. "unsupported type"
     else:
@@ -62,7 +63,8 @@ class PyProblem:
 
 @dataclass(frozen=True)
 class TranslatedProblem:
-    """A MultiPL-E row (field names as in the jsonl files). Run as prompt + completion + "\\n" + tests.
+    """A MultiPL-E row (field names as in the jsonl files); the executor runs
+    prompt + completion + "\\n" + tests.
 
     language: the row's language tag, as MultiPL-E spells it ("go_test.go" for Go, else the code).
     skipped_tests: the input tests that could not be translated, with why (not part of the row).

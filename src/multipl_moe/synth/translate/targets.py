@@ -15,7 +15,8 @@ import math
 
 from .pytypes import ANY, BOOL, FLOAT, INT, NONE, STR, Untranslatable, contains, infer, show
 
-# terms.csv of MultiPL-E, "reworded": the word for list, array, tuple, dictionary, None, True, False.
+# MultiPL-E's terms.csv ("reworded" prompts): the target's word for array, list, tuple,
+# dictionary, None, True, False.
 _TERM_KEYS = ("array", "list", "tuple", "dictionary", "None", "True", "False")
 
 
@@ -333,7 +334,8 @@ class R(Target):
 
     def suite(self, entry, cases):
         body = "".join(f"    stopifnot(isTRUE(all.equal({c}, {e})))\n" for c, e in cases)
-        return f"test_humaneval <- function() {{\n    candidate <- {entry}\n{body}}}\ntest_humaneval()"
+        return (f"test_humaneval <- function() {{\n    candidate <- {entry}\n{body}}}\n"
+                "test_humaneval()")
 
 
 # ------------------------------------------------------------------------------------------
@@ -497,7 +499,7 @@ class Go(Target):
     stop = ["\nfunc", "struct", "\n// "]
     typed = True
     terms = _terms("list", "list", "list", "map", "nil", "true", "false")
-    reserved = frozenset((_GO_KEYWORDS + " " + _GO_TYPES + " init main candidate testing fmt").split())
+    reserved = frozenset(f"{_GO_KEYWORDS} {_GO_TYPES} init main candidate testing fmt".split())
 
     def ident(self, name):
         # MultiPL-E's spelling for names that are Go keywords or types: string -> myString.
