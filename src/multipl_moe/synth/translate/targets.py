@@ -152,8 +152,6 @@ class Racket(Target):
     reserved = frozenset("list hash define let require check-within test-humaneval candidate "
                          "lambda if cond else quote".split())
 
-    _ESC = {**_C_ESCAPES}
-
     def _scalar(self, v) -> str | None:
         if v is None or v is False:
             return "#f"
@@ -164,7 +162,7 @@ class Racket(Target):
         if isinstance(v, float):
             return _float(v, "+inf.0", "-inf.0")
         if isinstance(v, str):
-            return '"' + _escape(v, self._ESC, lambda c: f"\\u{c:04x}") + '"'
+            return '"' + _escape(v, _C_ESCAPES, lambda c: f"\\u{c:04x}") + '"'
         return None
 
     def _datum(self, v) -> str:
