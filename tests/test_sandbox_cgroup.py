@@ -206,4 +206,10 @@ def test_v2_moves_a_busy_groups_processes_into_a_leaf(tmp_path, monkeypatch):
     (d / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
     assert group.memory_exceeded() and not group.pids_exceeded()
     assert group.cpu_seconds() == 2.5
-    cg._finalizer.detach()   # plain files: nothing to remove like a cgroup
+    # A second runner of the same process, which now sits in the leaf, makes its folder beside
+    # the first, not in a leaf of the leaf.
+    second = cgroup.Cgroups._create_v2(base / "multipl-moe-host")
+    assert second.parents["memory"].parent == base
+    assert not (base / "multipl-moe-host" / "multipl-moe-host").exists()
+    for c in (cg, second):
+        c._finalizer.detach()   # plain files: nothing to remove like a cgroup
