@@ -94,7 +94,7 @@ def show(t: tuple | None) -> str:
     if t is None:
         return "?"
     if len(t) == 1:
-        return t[0]
+        return {"none": "None", "any": "Any"}.get(t[0], t[0])
     if t[0] == "list":
         return f"List[{show(t[1])}]"
     if t[0] == "dict":

@@ -81,9 +81,14 @@ class Target:
     def check_signature(self, params: list[tuple[str, tuple | None]], ret: tuple | None) -> None:
         """Raise Untranslatable if the signature has no spelling here."""
         if self.typed:
-            for _, t in params:
-                self.type(t)
-            self.type(ret)
+            for t in [*(t for _, t in params), ret]:
+                try:
+                    self.type(t)
+                except Untranslatable as e:   # name the whole annotation, not just its part
+                    whole = show(t)
+                    if e.detail and e.detail != whole:
+                        raise Untranslatable(e.reason, f"{e.detail} in {whole}") from None
+                    raise
 
     # -- values -----------------------------------------------------------------------------
     def value(self, v, t: tuple | None) -> str:
