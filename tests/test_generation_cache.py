@@ -112,8 +112,10 @@ def test_cached_generation_equals_full_recomputation(arch, kind, causal_checkpoi
     # renames the keyword again, this is where it shows.
     first, rest = spy.calls[0], spy.calls[1:]
     assert len(rest) == 9 and all(c["new_tokens"] == 1 for c in rest)
-    assert len(first["caches"]) == 1 and type(first["caches"][0]) in (MultiplMoECache, DynamicCache)
-    cache = first["caches"][0]
+    cache = rest[0]["caches"][0] if rest[0]["caches"] else None
+    # generate() makes the cache before the prefill since 5.x (a plain DynamicCache, adopted in
+    # place) or lets the prefill's forward make it (5.0)
+    assert first["caches"] in ([], [cache])
     for call in rest:
         assert len(call["caches"]) == 1 and call["caches"][0] is cache
         assert set(call["states"]) == {0, 1}, "the routing state did not reach the MoE blocks"
@@ -224,14 +226,14 @@ def prompts(kind):
         mask[1, :4] = 0
     return ids, mask
 
-def run(model, out_path):
+def run(model, out_path, cache_modes=(True,)):
     seen = set()
     model.register_forward_pre_hook(
         lambda m, a, kw: seen.update(type(v).__name__ for k, v in kw.items() if type(v).__name__.endswith("Cache")),
         with_kwargs=True)
     result = {{}}
     for kind, kwargs in MODES.items():
-        for use_cache in (True, False):
+        for use_cache in cache_modes:
             ids, mask = prompts(kind)
             torch.manual_seed(5)
             with torch.no_grad():
@@ -273,10 +275,9 @@ def test_remote_code_checkpoint_generates_the_same_without_the_package(causal_ch
 
     namespace = {}
     exec(script, namespace)
-    namespace["run"](MultiplMoEForCausalLM.from_pretrained(path).eval(), str(tmp_path / "local.json"))
+    namespace["run"](MultiplMoEForCausalLM.from_pretrained(path).eval(), str(tmp_path / "local.json"), (True, False))
     want = json.loads((tmp_path / "local.json").read_text())
     assert want.pop("caches") == ["MultiplMoECache"]
     want.pop("module")
-    assert got == want
-    for kind in MODES:  # cached decoding equals recomputation in the remote code too
-        assert got[f"{kind}/True"] == got[f"{kind}/False"], kind
+    for kind in MODES:  # the remote code's cached decoding equals the package's, and recomputation
+        assert got[f"{kind}/True"] == want[f"{kind}/True"] == want[f"{kind}/False"], kind

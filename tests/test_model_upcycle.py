@@ -14,6 +14,7 @@ import torch
 
 from multipl_moe.cli import main as cli
 from multipl_moe.modeling import MultiplMoEForCausalLM
+from multipl_moe.modeling.modeling_multipl_moe import output_cache
 from multipl_moe.moe import HybridMoEBlock
 from multipl_moe.presets import resolve_preset
 from multipl_moe.upcycle import load_dense, upcycle, upcycle_model
@@ -129,7 +130,7 @@ def test_causal_generate_with_cache_equals_full_recomputation(arch, upcycled):
     assert torch.equal(fast, _greedy_by_recomputation(model, prompt, 12))
     # the segment level did take part: segments of 4 tokens, 18 tokens -> routing state advanced
     out = model(fast, use_cache=True)
-    states = out.past_key_values.segment_states
+    states = output_cache(out).segment_states
     assert set(states) == {0, 1} and states[0].num_seen_B.tolist() == [18, 18]
 
 
