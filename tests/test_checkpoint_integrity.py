@@ -60,7 +60,8 @@ def test_every_checkpoint_has_a_manifest_of_all_its_files(finished):
 
 @pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.bin", "trainer_state.json",
                                      "random_states_0.pkl"])
-def test_truncated_file_in_latest_checkpoint_falls_back_exactly(damaged, finished, inputs, tmp_path, capsys):  # noqa: F811
+def test_truncated_file_in_latest_checkpoint_falls_back_exactly(damaged, finished, inputs,  # noqa: F811
+                                                                 tmp_path, capsys):
     run = interrupted_copy(finished, tmp_path / "run")
     truncate(run / "checkpoints" / "step-000008" / damaged)
     capsys.readouterr()

@@ -139,5 +139,6 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if full:
-            raise disk_full_error(path, "the partial file", "the previous one is unchanged" if path.exists() else "") from None
+            kept = "the previous one is unchanged" if path.exists() else ""
+            raise disk_full_error(path, "the partial file", kept) from None
         raise

@@ -217,57 +217,60 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     load = RouterLoad()
     last = {}
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not main)
-    model.train()
-    for step in range(start + 1, cfg.steps + 1):
-        for micro in range(cfg.grad_accum):
-            batch = next(batches)
-            sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(model)
-            with sync:
-                seq_loss, output, aux = sequence_losses(model, batch["input_ids"])
-                lm = seq_loss.mean()
-                loss = lm + aux if aux is not None else lm
-                accelerator.backward(loss / cfg.grad_accum)
-            stats = torch.stack([loss.detach(), lm.detach(), (aux.detach() if aux is not None else lm.new_zeros(()))])
-            stats = accelerator.reduce(stats, "mean")
-            window["loss"] += stats[0].item() / cfg.grad_accum
-            window["lm"] += stats[1].item() / cfg.grad_accum
-            window["aux"] += stats[2].item() / cfg.grad_accum
-            window["tokens"] += batch["input_ids"].numel() * accelerator.num_processes
-            lang_ids = accelerator.gather(batch["lang_id"])
-            per_seq = accelerator.gather(seq_loss.detach())
-            for lid, value in zip(lang_ids.tolist(), per_seq.tolist()):
-                by_lang[langs[lid]][0] += value
-                by_lang[langs[lid]][1] += 1
-            load.add(getattr(output, "router_stats", None), batch["lang_id"], langs)
-        if cfg.optim.grad_clip > 0:
-            accelerator.clip_grad_norm_(trainable, cfg.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        window["n"] += 1
-        bar.update(1)
+    try:  # the error line of a failed run starts on a line of its own, not after the bar
+        model.train()
+        for step in range(start + 1, cfg.steps + 1):
+            for micro in range(cfg.grad_accum):
+                batch = next(batches)
+                sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(model)
+                with sync:
+                    seq_loss, output, aux = sequence_losses(model, batch["input_ids"])
+                    lm = seq_loss.mean()
+                    loss = lm + aux if aux is not None else lm
+                    accelerator.backward(loss / cfg.grad_accum)
+                aux_value = aux.detach() if aux is not None else lm.new_zeros(())
+                stats = torch.stack([loss.detach(), lm.detach(), aux_value])
+                stats = accelerator.reduce(stats, "mean")
+                window["loss"] += stats[0].item() / cfg.grad_accum
+                window["lm"] += stats[1].item() / cfg.grad_accum
+                window["aux"] += stats[2].item() / cfg.grad_accum
+                window["tokens"] += batch["input_ids"].numel() * accelerator.num_processes
+                lang_ids = accelerator.gather(batch["lang_id"])
+                per_seq = accelerator.gather(seq_loss.detach())
+                for lid, value in zip(lang_ids.tolist(), per_seq.tolist()):
+                    by_lang[langs[lid]][0] += value
+                    by_lang[langs[lid]][1] += 1
+                load.add(getattr(output, "router_stats", None), batch["lang_id"], langs)
+            if cfg.optim.grad_clip > 0:
+                accelerator.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window["n"] += 1
+            bar.update(1)
 
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            dt = time.perf_counter() - window["t0"]
-            record = {"step": step, "loss": window["loss"] / window["n"], "lm_loss": window["lm"] / window["n"],
-                      "aux_loss": window["aux"] / window["n"], "lr": scheduler.get_last_lr()[0],
-                      "tokens_per_s": round(window["tokens"] / max(dt, 1e-9), 1),
-                      "train_loss_by_lang": {k: v[0] / v[1] for k, v in sorted(by_lang.items())}}
-            record.update(load.fractions())
-            _log(out, record, writer, main)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            last = record
-            window = {"loss": 0.0, "lm": 0.0, "aux": 0.0, "n": 0, "tokens": 0, "t0": time.perf_counter()}
-            by_lang.clear()
-            load = RouterLoad()
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            val_loss = evaluate(accelerator.unwrap_model(model), val, cfg, accelerator.device)
-            _log(out, {"step": step, "val_loss_by_lang": val_loss}, writer, main)
-            last["val_loss_by_lang"] = val_loss
-            model.train()
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(accelerator, out, step, cfg)
-    bar.close()
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                dt = time.perf_counter() - window["t0"]
+                record = {"step": step, "loss": window["loss"] / window["n"], "lm_loss": window["lm"] / window["n"],
+                          "aux_loss": window["aux"] / window["n"], "lr": scheduler.get_last_lr()[0],
+                          "tokens_per_s": round(window["tokens"] / max(dt, 1e-9), 1),
+                          "train_loss_by_lang": {k: v[0] / v[1] for k, v in sorted(by_lang.items())}}
+                record.update(load.fractions())
+                _log(out, record, writer, main)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                last = record
+                window = {"loss": 0.0, "lm": 0.0, "aux": 0.0, "n": 0, "tokens": 0, "t0": time.perf_counter()}
+                by_lang.clear()
+                load = RouterLoad()
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                val_loss = evaluate(accelerator.unwrap_model(model), val, cfg, accelerator.device)
+                _log(out, {"step": step, "val_loss_by_lang": val_loss}, writer, main)
+                last["val_loss_by_lang"] = val_loss
+                model.train()
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save_checkpoint(accelerator, out, step, cfg)
+    finally:
+        bar.close()
     if main:
         _save_final(accelerator.unwrap_model(model), tokenizer, out / "final")
         if writer is not None:
