@@ -20,11 +20,7 @@ def make_block(routing="batch", seed=0, **segment_kw) -> HybridMoEBlock:
     seg = dict(segment_length=4, routing=routing)
     seg.update(segment_kw)
     cfg = HybridMoEConfig(segment=SegmentMoEConfig(**seg))
-    block = HybridMoEBlock(cfg, H, I)
-    if routing == "causal":  # a non-zero first-segment query, so segment 0 is not a tie
-        with torch.no_grad():
-            block.segment_moe.first_segment_query.normal_()
-    return block.eval()
+    return HybridMoEBlock(cfg, H, I).eval()
 
 
 def padded_batch(B=3, S=11, seed=1):

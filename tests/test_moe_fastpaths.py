@@ -173,8 +173,6 @@ def test_block_gradients_match_the_loop_reference(routing, fusion):
     cfg = HybridMoEConfig(token=TokenMoEConfig(freeze_shared_expert=False), segment=seg, fusion=fusion)
     b = HybridMoEBlock(cfg, H, I)
     with torch.no_grad():
-        if routing == "causal":
-            b.segment_moe.first_segment_query.normal_()
         if fusion == "preserving":
             b.segment_gate.fill_(0.4)
     x = torch.randn(3, 13, H)
@@ -213,8 +211,6 @@ def test_one_token_decoding_step_equals_the_general_path_bit_for_bit(pooling, mo
     torch.manual_seed(0)
     b = HybridMoEBlock(HybridMoEConfig(segment=SegmentMoEConfig(segment_length=4, routing="causal",
                                                                 pooling=pooling)), H, I).eval()
-    with torch.no_grad():
-        b.segment_moe.first_segment_query.normal_()
     x = torch.randn(3, 11, H)
     real = torch.ones(3, 11, dtype=torch.bool)
     real[2, 9] = False  # a padding token in the middle of decoding (a finished sequence)

@@ -201,9 +201,6 @@ def build_variants(shape: BlockShape, device: torch.device, dtype: torch.dtype, 
         torch.manual_seed(2)
         cfg = _moe_config(shape, segment=True, routing=routing).segment
         seg = put(SegmentMoE(cfg, shape.hidden, shape.inter))
-        if routing == "causal":
-            with torch.no_grad():
-                seg.first_segment_query.normal_()
         frac = seg_frac if routing == "batch" else float(cfg.causal_top_k)
         variants.append(Variant(f"ours: segment level ({routing})", "ours", frac, _fwd_bwd(seg, x, _segment_forward)))
 

@@ -77,8 +77,10 @@ class SegmentMoEConfig:
     routing: str = "batch"
     """`batch`: the paper's expert choice over the whole batch (not causal: see METHOD.md section 4).
     `causal`: segment p is routed from the pooled representation of segment p-1 of the same
-    sequence (the first from a learned vector) to its top `causal_top_k` experts; identical in
-    training and in one-token-at-a-time decoding."""
+    sequence to its top `causal_top_k` experts; identical in training and in one-token-at-a-time
+    decoding. Segment 0, which has no predecessor, is routed from its own first token (causal:
+    every position of segment 0 has seen it), never from a constant, whose equal logits would
+    leave the choice to the device's tie-break."""
     causal_top_k: int = 1
     """Experts per segment in `causal` mode (1 matches the compute of `batch` mode with c = 1)."""
 

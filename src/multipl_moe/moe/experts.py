@@ -146,7 +146,7 @@ class SwiGLUExperts(nn.Module):
         """
         T, K = expert_idx_TK.shape
         if self.dispatch == "reference":
-            w_TK = weight_TK.to(x_TH.dtype)
+            w_TK = weight_TK.to(compute_dtype(x_TH))
             rows_NH = x_TH.unsqueeze(1).expand(T, K, x_TH.shape[1]).reshape(T * K, -1)
             y_TKH = self.forward_reference(rows_NH, expert_idx_TK.reshape(-1)).view(T, K, -1)
             return (y_TKH * w_TK.unsqueeze(-1)).sum(1)
@@ -231,7 +231,7 @@ class SwiGLUExperts(nn.Module):
 
     def forward_reference(self, x_NH: torch.Tensor, expert_idx_N: torch.Tensor) -> torch.Tensor:
         """The readable path: one masked gather / compute / scatter per expert."""
-        y_NH = torch.zeros_like(x_NH)
+        y_NH = torch.zeros_like(x_NH, dtype=compute_dtype(x_NH))  # autocast: F.linear's dtype
         for e in range(self.num_experts):
             rows = (expert_idx_N == e).nonzero(as_tuple=True)[0]
             if rows.numel():

@@ -20,6 +20,12 @@ def _expert(experts, e: int, x_nH: torch.Tensor) -> torch.Tensor:
     return F.linear(experts.act_fn(gate) * up, experts.down_proj[e])
 
 
+def _logits(weight: torch.Tensor, v_H: torch.Tensor) -> torch.Tensor:
+    """Router logits in fp32, also under autocast (which would run `@` in bf16)."""
+    with torch.autocast(v_H.device.type, enabled=False):
+        return weight.float() @ v_H.float()
+
+
 def _segments(real_S: torch.Tensor, a: int) -> list[list[int]]:
     """Positions of each segment: consecutive windows of `a` real tokens."""
     positions = [t for t in range(real_S.shape[0]) if bool(real_S[t])]
@@ -38,7 +44,7 @@ def reference_token_moe(block: HybridMoEBlock, x_BSH: torch.Tensor) -> torch.Ten
     for b in range(x_BSH.shape[0]):
         for t in range(x_BSH.shape[1]):
             x = x_BSH[b, t]
-            p = torch.softmax(tm.router.weight.float() @ x.float(), dim=-1)
+            p = torch.softmax(_logits(tm.router.weight, x), dim=-1)
             routed = torch.topk(p[:-1], K - 1).indices.tolist()
             total = p[routed].sum() + p[-1]
             y = tm.shared_expert(x[None])[0] * (p[-1] / total).to(x.dtype)
@@ -58,7 +64,7 @@ def reference_segment_moe_batch(block: HybridMoEBlock, x_BSH: torch.Tensor,
     V, E = len(segments), cfg.num_experts
     # c as written in decimal (1.4 = 7/5), in exact arithmetic: the config's documented rule
     r = math.floor(V * Fraction(repr(float(cfg.capacity_factor))).limit_denominator(10**6) / E)
-    scores = torch.stack([torch.softmax(sm.router.weight.float() @ _pool(x_BSH[b, pos], cfg.pooling), -1)
+    scores = torch.stack([torch.softmax(_logits(sm.router.weight, _pool(x_BSH[b, pos], cfg.pooling)), -1)
                           for b, pos in segments]) if V else torch.zeros(0, E)
     scale = 1.0 / cfg.segment_length if cfg.gate_scale == "inv_length" else 1.0
     taken_by = [0] * V
@@ -75,16 +81,17 @@ def reference_segment_moe_batch(block: HybridMoEBlock, x_BSH: torch.Tensor,
 
 def reference_segment_moe_causal(block: HybridMoEBlock, x_BSH: torch.Tensor,
                                  real_BS: torch.Tensor | None = None) -> torch.Tensor:
-    """y_seg of `causal` routing: segment p routed from segment p-1 (the first from a learned vector)."""
+    """y_seg of `causal` routing: segment p routed from segment p-1, segment 0 from its first token."""
     sm, cfg = block.segment_moe, block.config.segment
     B, S, H = x_BSH.shape
     real_BS = real_BS if real_BS is not None else torch.ones(B, S, dtype=torch.bool)
     scale = 1.0 / cfg.segment_length if cfg.gate_scale == "inv_length" else 1.0
     out = torch.zeros_like(x_BSH)
     for b in range(B):
-        route_in = sm.first_segment_query.float()
-        for pos in _segments(real_BS[b], cfg.segment_length):
-            p = torch.softmax(sm.router.weight.float() @ route_in, -1)
+        segments = _segments(real_BS[b], cfg.segment_length)
+        route_in = x_BSH[b, segments[0][0]].float() if segments else None
+        for pos in segments:
+            p = torch.softmax(_logits(sm.router.weight, route_in), -1)
             gates, experts = torch.topk(p, cfg.causal_top_k)
             for g, e in zip(gates, experts.tolist()):
                 out[b, pos] += _expert(sm.experts, e, x_BSH[b, pos]) * (g * scale).to(x_BSH.dtype)

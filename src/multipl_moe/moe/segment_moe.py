@@ -15,9 +15,10 @@ Two routing modes:
   order with at most C experts per segment. Positions see later tokens of their window and the
   rest of the batch, so this mode is not causal and has no incremental form.
 - `causal` (this project): segment p of a sequence is routed from the pooled representation of
-  segment p-1 of the same sequence (segment 0 from a learned vector) to its top-k experts. The
-  routing of a token depends only on earlier complete segments, so a running state
-  (`SegmentState`) makes one-token-at-a-time decoding compute what the full forward computes.
+  segment p-1 of the same sequence to its top-k experts, and segment 0 from its own first token
+  (the only prefix every position of segment 0 has seen; see `_route_input_of_row0`). The
+  routing of a token depends only on earlier tokens, so a running state (`SegmentState`) makes
+  one-token-at-a-time decoding compute what the full forward computes.
   Without a capacity the balance is not guaranteed by construction, so this mode adds a Switch
   load-balance term for its router.
 
@@ -43,7 +44,8 @@ class SegmentState:
 
     num_seen_B: torch.Tensor      # long: real tokens processed so far
     open_acc_BH: torch.Tensor     # fp32 sum (mean pooling) or max of the open segment's tokens
-    route_input_BH: torch.Tensor  # fp32 pooled last complete segment (meaningful once one exists)
+    route_input_BH: torch.Tensor  # fp32 routing input of the open segment: the pooled last complete
+    #                               segment, or in segment 0 its first token (once num_seen >= 1)
 
     def index_select(self, index_B: torch.Tensor) -> "SegmentState":
         """Reorder / select sequences (beam search, finished sequences dropped)."""
@@ -73,9 +75,6 @@ class SegmentMoE(nn.Module):
         self.router = nn.Linear(hidden_size, config.num_experts, bias=False)
         nn.init.normal_(self.router.weight, std=0.02)
         self.experts = SwiGLUExperts(config.num_experts, hidden_size, intermediate_size, hidden_act, dispatch)
-        if config.routing == "causal":
-            # Segment 0 has no predecessor; it is routed from this learned vector.
-            self.first_segment_query = nn.Parameter(torch.zeros(hidden_size))
 
     # ----------------------------------------------------------------------------------------
     # Segment grid: tokens by (sequence, segment row, offset)
@@ -235,12 +234,8 @@ class SegmentMoE(nn.Module):
         counts_BR, total_B = self._row_counts(real_BL, seen_B, B, L, R, x_BLH.device)
         acc_BRH, pooled_BRH = self._pool(row_acc_BRH, counts_BR, state.open_acc_BH if state is not None else None)
 
-        # Row j is routed from row j-1; row 0 from the carried state, or the learned vector for
-        # a sequence's first segment.
-        first_BH = self.first_segment_query.float().expand(B, H)
-        if state is not None:
-            has_prev = (state.num_seen_B // a >= 1).unsqueeze(-1)
-            first_BH = torch.where(has_prev, state.route_input_BH, first_BH)
+        # Row j is routed from row j-1; row 0 from the carried state, or from its first token.
+        first_BH = self._route_input_of_row0(grid_BRaH[:, 0, 0], state)
         route_in_BRH = torch.cat([first_BH.unsqueeze(1), pooled_BRH[:, :-1]], 1)
         logits_BRE = fp32_linear(route_in_BRH, self.router.weight)
         probs_BRE = torch.softmax(logits_BRE, dim=-1)
@@ -274,7 +269,7 @@ class SegmentMoE(nn.Module):
                 f_E, P_E = balance_reduce(f_E), balance_reduce(P_E)
             balance = E * (f_E * P_E).sum()
 
-        new_state = self._next_state(acc_BRH, pooled_BRH, state, total_B, R)
+        new_state = self._next_state(acc_BRH, pooled_BRH, state, total_B, R, first_BH)
         return SegmentOutput(y_BLH, load_BE, balance, logits_BRE.reshape(-1, E), active_BR.reshape(-1),
                              state=new_state)
 
@@ -302,8 +297,7 @@ class SegmentMoE(nn.Module):
             pooled_BH = torch.where(count_B.unsqueeze(-1) > 0, acc_BH, torch.zeros_like(acc_BH))
 
         # Routing of the open segment (and, as the general path computes it, of the next one).
-        first_BH = torch.where((seen_B // a >= 1).unsqueeze(-1), state.route_input_BH,
-                               self.first_segment_query.float().expand(B, H))
+        first_BH = self._route_input_of_row0(xf_BH, state)
         logits_BRE = fp32_linear(torch.stack([first_BH, pooled_BH], 1), self.router.weight)
         gate_BRk, expert_BRk = torch.topk(torch.softmax(logits_BRE, dim=-1), k, dim=-1)
         gate_Bk, expert_Bk = gate_BRk[:, 0] * self._gate_scale(), expert_BRk[:, 0]
@@ -317,12 +311,30 @@ class SegmentMoE(nn.Module):
         load_BE = F.one_hot(expert_Bk, E).sum(1) * active_B.unsqueeze(-1)
         completed_B1 = (total_B // a > seen_B // a).unsqueeze(-1)
         new_state = SegmentState(total_B, torch.where(completed_B1, torch.full_like(acc_BH, fill), acc_BH),
-                                 torch.where(completed_B1, pooled_BH, state.route_input_BH))
+                                 torch.where(completed_B1, pooled_BH, first_BH))
         z_valid = torch.stack([active_B, torch.zeros_like(active_B)], 1).reshape(-1)
         return SegmentOutput(y_BH.unsqueeze(1), load_BE, None, logits_BRE.reshape(-1, E), z_valid,
                              state=new_state)
 
-    def _next_state(self, acc_BRH, pooled_BRH, state, total_B, R) -> SegmentState:
+    def _route_input_of_row0(self, token0_BH: torch.Tensor, state: SegmentState | None) -> torch.Tensor:
+        """fp32 routing input of the call's first row: the carried state once a sequence has seen a
+        token, else `token0_BH`, this call's first token (the first token of the sequence).
+
+        Segment 0 of a sequence has no earlier segment. It is routed from its own first token:
+        every position of segment 0 has seen that token, so this stays causal, and the choice
+        depends on the data (the first token of a file says much about its language). The
+        alternatives measured on the tiny model (issue 11): a learned query vector started at
+        zero routes every first segment from a uniform distribution, an exact tie that the
+        device's top-k breaks (expert 3 on CPU); see the `routing` field of SegmentMoEConfig.
+        """
+        tok_BH = token0_BH.float()
+        if self.config.pooling == "max":  # an empty slot holds -inf (a sequence with no token yet)
+            tok_BH = torch.nan_to_num(tok_BH, neginf=0.0)
+        if state is None:
+            return tok_BH
+        return torch.where((state.num_seen_B >= 1).unsqueeze(-1), state.route_input_BH, tok_BH)
+
+    def _next_state(self, acc_BRH, pooled_BRH, state, total_B, R, first_BH) -> SegmentState:
         a = self.config.segment_length
         B, _, H = acc_BRH.shape
         q0_B = state.num_seen_B // a if state is not None else torch.zeros_like(total_B)
@@ -331,8 +343,8 @@ class SegmentMoE(nn.Module):
         acc_ext = torch.cat([acc_BRH, acc_BRH.new_full((B, 1, H), empty)], 1)
         open_acc = torch.gather(acc_ext, 1, j1_B.clamp(max=R).view(B, 1, 1).expand(B, 1, H)).squeeze(1)
         prev = torch.gather(pooled_BRH, 1, (j1_B - 1).clamp(min=0, max=R - 1).view(B, 1, 1).expand(B, 1, H)).squeeze(1)
-        old_route = state.route_input_BH if state is not None else torch.zeros_like(prev)
-        route_input = torch.where((j1_B >= 1).unsqueeze(-1), prev, old_route)
+        # No segment completed: the open one keeps the routing input it was routed from.
+        route_input = torch.where((j1_B >= 1).unsqueeze(-1), prev, first_BH)
         return SegmentState(total_B, open_acc, route_input)
 
 
