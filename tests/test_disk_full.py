@@ -62,6 +62,7 @@ def tmpfs(tmp_path):
 
 
 # ------------------------------------------------------------------------ end to end, real tmpfs
+@pytest.mark.slow
 def test_train_on_a_full_disk_says_so_in_one_line_and_resumes_exactly(inputs, tmp_path, tmpfs, capsys):  # noqa: F811
     straight = tmp_path / "straight"
     train(config(inputs, straight, *ARGS))

@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("config", help="YAML training config (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.lr=1e-5 model.variant=dense")
     p.add_argument("--resume", action="store_true",
-                   help="continue from the latest complete checkpoint in output_dir (exactly, step for step)")
+                   help="continue from the latest intact checkpoint in output_dir, exactly, step for step (each is "
+                   "checked against its manifest; a damaged one is set aside with a warning)")
     p.set_defaults(func=run)
 
 
