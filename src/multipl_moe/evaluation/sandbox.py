@@ -468,7 +468,10 @@ class BwrapRunner(Runner):
                 ids = dict(user=_NOBODY, group=_NOBODY, extra_groups=[])
             if self.cgroups is not None:
                 # Joined by a `sh` that then execs the rest, before anything of the program
-                # runs; Popen keeps vfork (a preexec_fn would not).
+                # runs; Popen keeps vfork (a preexec_fn would not). Measured on a loaded 2-core
+                # cgroup v1 VM: +5 ms for the extra exec, +8-10 ms for the move into the group
+                # (the kernel waits for an RCU grace period), per program; the seccomp filter
+                # costs nothing measurable. clone3(CLONE_INTO_CGROUP) would avoid both, on v2.
                 try:
                     group = self.cgroups.new_group(self.limits.budget())
                 except OSError as e:
