@@ -9,12 +9,15 @@ a forward and a backward with weight gradients):
   the comparison is like for like;
 - transformers' routed experts alone, K = 2 of 6 (the configuration quoted in issue 6);
 - our token level (the paper's `renorm` gating, and `qwen2_moe` gating), our segment level
-  (`batch` and `causal` routing), and the hybrid block (`batch` and `causal`).
+  (`batch` and `causal` routing), and the hybrid block (`batch` and `causal`);
+- the mixed-precision training path (what Accelerate's bf16 mode runs): fp32 weights and inputs
+  under `torch.autocast(bf16)`, for the dense FFN (that group's yardstick) and the hybrid block,
+  whatever the run's dtype.
 
 FLOP-ideal of a variant = (active expert applications per token, in dense-FFN units) x the dense
 FFN's time measured in the same round: what the variant would cost if its experts ran at the
 dense FFN's measured rate and routing, gathering and combining were free. Ratio < 1 means faster
-than that.
+than that. The bf16-autocast rows are measured against the dense FFN under the same autocast.
 """
 
 from __future__ import annotations
@@ -66,17 +69,21 @@ class Variant:
     step: Callable[[], None] | None = None
     skipped: str | None = None
     note: str = ""
+    base: str | None = None     # the yardstick of its FLOP-ideal (default: the first variant)
 
 
 def _loss(y: torch.Tensor) -> torch.Tensor:
     return y.float().square().mean()
 
 
-def _fwd_bwd(module: nn.Module, x: torch.Tensor, forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+def _fwd_bwd(module: nn.Module, x: torch.Tensor, forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+             autocast: torch.dtype | None = None):
     def step():
         module.zero_grad(set_to_none=True)
         xi = x.detach().requires_grad_(True)
-        forward(module, xi).backward()
+        with torch.autocast(x.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            loss = forward(module, xi)
+        loss.backward()
     return step
 
 
@@ -95,7 +102,7 @@ def _segment_forward(m: SegmentMoE, x: torch.Tensor) -> torch.Tensor:
 def _segment_fraction(shape: BlockShape) -> float:
     """Tokens the batch-mode segment experts process, per token: E * r * a / T (full windows)."""
     V = shape.batch * math.ceil(shape.seq / shape.segment_length)
-    r = math.floor(V * shape.capacity_factor / shape.segment_experts)
+    r = SegmentMoEConfig(num_experts=shape.segment_experts, capacity_factor=shape.capacity_factor).capacity(V)
     return shape.segment_experts * r * shape.segment_length / shape.tokens
 
 
@@ -212,6 +219,23 @@ def build_variants(shape: BlockShape, device: torch.device, dtype: torch.dtype, 
         frac = 2.0 + (seg_frac if routing == "batch" else 1.0)
         suffix = ", reference dispatch" if dispatch == "reference" else ""
         variants.append(Variant(f"ours: hybrid block ({routing}{suffix})", "ours", frac, _fwd_bwd(block, x, _block_forward)))
+
+    # Mixed precision as trained: fp32 weights and activations, GEMMs in bf16 under autocast.
+    x32 = x.float()
+    amp = "bf16 autocast, fp32 weights"
+    torch.manual_seed(0)
+    dense32 = Qwen2MLP(Qwen2Config(hidden_size=shape.hidden, intermediate_size=shape.inter, hidden_act="silu"))
+    dense32 = dense32.to(device=device, dtype=torch.float32).train()
+    dense_amp = f"dense SwiGLU FFN ({amp})"
+    variants.append(Variant(dense_amp, "bf16 autocast", 1.0,
+                            _fwd_bwd(dense32, x32, lambda m, xi: _loss(m(xi)), torch.bfloat16), base=dense_amp))
+    for routing in ("batch", "causal"):
+        torch.manual_seed(3)
+        block = HybridMoEBlock(_moe_config(shape, segment=True, routing=routing), shape.hidden, shape.inter)
+        block = block.to(device=device, dtype=torch.float32).train()
+        frac = 2.0 + (seg_frac if routing == "batch" else 1.0)
+        variants.append(Variant(f"ours: hybrid block ({routing}, {amp})", "bf16 autocast", frac,
+                                _fwd_bwd(block, x32, _block_forward, torch.bfloat16), base=dense_amp))
     return variants, checks
 
 
@@ -237,10 +261,11 @@ def run_block(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
         if v.skipped:
             row["skipped"] = v.skipped
         else:
+            base = v.base or dense
             row.update(time_ms=timed.median(v.name) * 1e3, min_ms=min(timed.rounds[v.name]) * 1e3,
-                       ideal_ms=timed.median(dense) * v.ffn_equivalents * 1e3,
-                       ratio_to_ideal=timed.ratio(v.name, dense, v.ffn_equivalents),
-                       ratio_of_minima=min(timed.rounds[v.name]) / (v.ffn_equivalents * min(timed.rounds[dense])),
+                       ideal_ms=timed.median(base) * v.ffn_equivalents * 1e3,
+                       ratio_to_ideal=timed.ratio(v.name, base, v.ffn_equivalents),
+                       ratio_of_minima=min(timed.rounds[v.name]) / (v.ffn_equivalents * min(timed.rounds[base])),
                        rounds_ms=[round(t * 1e3, 1) for t in timed.rounds[v.name]])
         if v.note:
             row["note"] = v.note
@@ -291,7 +316,8 @@ def block_markdown(result: dict, command: str = "") -> str:
             f"K={s['top_k']}, a={s['segment_length']}; {result['dtype']}, {env['device']})\n\n"
             + run_line(env, command, result["repeats"]) + "\n\n"
             "Time: median over rounds; ratio to ideal: median over rounds of time / (active FFNs x the dense "
-            "FFN's time in the same round); ratio of minima: the same with each variant's fastest round. Peak: bytes held by torch's allocator above those live at the "
+            "FFN's time in the same round; for the bf16-autocast rows, the dense FFN under the same autocast); "
+            "ratio of minima: the same with each variant's fastest round. Peak: bytes held by torch's allocator above those live at the "
             "call's start (CPU: summed from torch.profiler's allocation events; CUDA: max_memory_allocated).\n")
     rows = []
     for r in result["rows"]:
