@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .demo import VARIANTS, seed_stats, utc_now
+from .common import seed_stats, utc_now
+from .settings import VARIANTS
 
 
 def _fmt(x: float | None, signed: bool = False) -> str:
@@ -131,7 +132,7 @@ def _plot_load(runs: dict, variant: str, key: str, title: str, path: Path) -> bo
 
 def write_report(out: Path, *, size, quick, high, low, base_val, val, runs, pass_at_1, eval_note, corpus_lines,
                  commands, seconds, machine) -> Path:
-    from .atomic import atomic_file
+    from ..atomic import atomic_file
 
     langs = high + low
     _plot_losses(runs, langs, out / "loss_curves.png")

@@ -7,11 +7,11 @@ import json
 import os
 from pathlib import Path
 
-from .demo import log
+from .common import log
 
 
 def default_data_dir() -> Path | None:
-    candidates = [os.environ.get("MULTIPL_E_DIR"), Path(__file__).resolve().parents[3] / "shared" / "data" / "multipl-e",
+    candidates = [os.environ.get("MULTIPL_E_DIR"), Path(__file__).resolve().parents[4] / "shared" / "data" / "multipl-e",
                   Path.cwd().parent / "shared" / "data" / "multipl-e"]
     for c in candidates:
         if c and (Path(c) / "humaneval-py.jsonl").is_file():
@@ -21,7 +21,7 @@ def default_data_dir() -> Path | None:
 
 def evaluate_slice(out: Path, models: dict[str, Path], data_dir: Path | None, langs: list[str], problems: int,
                    max_new_tokens: int) -> tuple[list[str], str]:
-    from .cli import main as cli
+    from ..cli import main as cli
 
     data_dir = data_dir or default_data_dir()
     if data_dir is None:

@@ -17,51 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shlex
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import asdict, replace
 from pathlib import Path
 
-VARIANTS = ["dense", "lora", "token-only", "hybrid-batch", "hybrid-causal"]
-HIGH = ["py", "java", "cpp"]
-LOW = ["rs", "go", "rb"]
-
-
-@dataclass
-class DemoSize:
-    bytes_per_lang: int
-    vocab: int
-    hidden: int
-    inter: int
-    layers: int
-    heads: int
-    seq_len: int
-    batch: int
-    pretrain_steps: int
-    steps: int
-    segment_length: int
-    eval_problems: int
-    max_new_tokens: int
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-
-
-FULL = DemoSize(bytes_per_lang=1_500_000, vocab=2048, hidden=128, inter=352, layers=4, heads=4, seq_len=256, batch=8,
-                pretrain_steps=300, steps=150, segment_length=32, eval_problems=4, max_new_tokens=96)
-QUICK = DemoSize(bytes_per_lang=200_000, vocab=512, hidden=64, inter=160, layers=2, heads=4, seq_len=128, batch=8,
-                 pretrain_steps=60, steps=30, segment_length=16, eval_problems=2, max_new_tokens=32)
-
-
-def log(msg: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
+from .common import log
+from .settings import FULL, HIGH, LOW, QUICK, VARIANTS, DemoSize
 
 def _train(out: Path, base: Path, corpus: Path, size: DemoSize, variant: str, seed: int, langs: list[str],
            steps: int, lr: float):
-    from .training import load_config
-    from .training.trainer import train
+    from ..training import load_config
+    from ..training.trainer import train
 
     overrides = [
         f"model.base={base}", f"model.variant={variant}", f"data.sources=[{corpus}]",
@@ -86,9 +53,9 @@ def _val_losses(model_dir: Path, corpus: Path, size: DemoSize, langs: list[str])
 
     import multipl_moe.modeling  # noqa: F401 (registers the MoE class)
 
-    from .data import DataConfig, build_train_val
-    from .training.config import TrainConfig
-    from .training.trainer import evaluate
+    from ..data import DataConfig, build_train_val
+    from ..training.config import TrainConfig
+    from ..training.trainer import evaluate
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     cfg = TrainConfig(data=DataConfig(sources=[str(corpus)], languages=langs, seq_len=size.seq_len,
@@ -113,7 +80,7 @@ STAMP = "demo-settings.json"
 
 def fingerprint(size: DemoSize) -> dict:
     """What a finished stage's results depend on: the sizes and seeds, and this package's code."""
-    src = Path(__file__).parent
+    src = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in sorted(src.rglob("*.py")):
         digest.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes())
@@ -151,9 +118,9 @@ def run_demo(out: Path, quick: bool = False, data_dir: Path | None = None, eval_
              seeds: list[int] | None = None, fresh: bool = False) -> Path:
     from transformers import AutoTokenizer
 
-    from .data.local_corpus import build_local_corpus, find_sources
-    from .data.tokenizer import train_tokenizer_from_corpus
-    from .tiny import make_tiny_dense
+    from ..data.local_corpus import build_local_corpus, find_sources
+    from ..data.tokenizer import train_tokenizer_from_corpus
+    from ..tiny import make_tiny_dense
 
     size = replace(QUICK if quick else FULL)
     if seeds:
@@ -210,7 +177,7 @@ def run_demo(out: Path, quick: bool = False, data_dir: Path | None = None, eval_
 
     # 5. evaluation on a MultiPL-E slice ----------------------------------------------------------
     log("5/6 MultiPL-E slice: generation, sandboxed execution, pass@1")
-    from .demo_eval import evaluate_slice
+    from .eval import evaluate_slice
 
     pass_at_1, eval_note = evaluate_slice(out / "eval", {"base": base, **{v: rs[size.seeds[0]] / "final"
                                                                          for v, rs in runs.items()}},
@@ -219,7 +186,7 @@ def run_demo(out: Path, quick: bool = False, data_dir: Path | None = None, eval_
 
     # 6. report ------------------------------------------------------------------------------------
     log("6/6 report")
-    from .demo_report import write_report
+    from .report import write_report
 
     path = write_report(out, size=size, quick=quick, high=high, low=low, base_val=base_val, val=val,
                         runs=runs, pass_at_1=pass_at_1, eval_note=eval_note, corpus_lines=corpus_lines,
@@ -233,17 +200,3 @@ def _cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def seed_stats(per_seed: dict[int, float]) -> tuple[float, float]:
-    """Mean and range (max - min) over seeds."""
-    values = list(per_seed.values())
-    return statistics.fmean(values), (max(values) - min(values)) if len(values) > 1 else 0.0
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def shell(cmd: list[str]) -> str:
-    return " ".join(shlex.quote(c) for c in cmd)
