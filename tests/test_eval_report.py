@@ -61,8 +61,9 @@ def test_report_counts_like_multiple(tmp_path):
     assert cpp["statuses"] == {"OK": 2, "Exception": 1, "SyntaxError": 1, "Timeout": 4}
     assert go["pass@1"] == pytest.approx(0.5) and go["missing_results"] == 2
     table = report.table(run, ks=(1, 2))
-    assert "| humaneval | cpp | 2 | 4 | 12.5 | 25.0 | 2 | 1 | 1 | 4 | 0 |" in table
-    assert "| mbpp | go | 2 | 4 | 50.0 | 50.0 | 4 | 0 | 4 | 0 | 2 |" in table
+    # statuses in STATUSES order (MemoryExceeded: the whole-tree memory budget), then missing results
+    assert "| humaneval | cpp | 2 | 4 | 12.5 | 25.0 | 2 | 1 | 1 | 4 | 0 | 0 |" in table
+    assert "| mbpp | go | 2 | 4 | 50.0 | 50.0 | 4 | 0 | 4 | 0 | 0 | 2 |" in table
 
 
 def test_report_files_and_comparison(tmp_path, capsys):
