@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "report",
     "bench",
     "synth",
+    "xlcost",
 ]
 
 

@@ -13,6 +13,7 @@ pass@k estimator, averaged over problems. With one folder: prints a table per be
 language and writes summary.json, passk.md and passk.png into it (or --out). With two or more:
 prints them side by side (pass@k of each, and the difference for two) and, with --out, writes
 compare.md and compare.png there. Languages that could not run are shown as unavailable, never 0.
+CodeBLEU from `multipl-moe xlcost` runs in the same folders is shown beside pass@k.
 """
 
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise UserError(f"{d} is not a directory")
         run_ = report.collect(d)
-        if not run_.cells and not run_.unavailable:
+        if not run_.cells and not run_.unavailable and not report.read_scores(d):
             raise UserError(f"no MultiPL-E results or completion files in {d}")
         runs.append(run_)
     if len(runs) == 1:
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {paths['summary']}, {paths['table']}, {paths['chart']}")
         return 0
     text = report.compare_table(runs, ks[0])
+    if report.compare_codebleu(runs):
+        text += "\n\nCodeBLEU (text-to-code)\n\n" + report.compare_codebleu(runs)
     print(text)
     if args.out:
         formats.write_bytes_atomic(args.out / "compare.md", (text + "\n").encode())

@@ -17,6 +17,7 @@ from ..atomic import atomic_file
 from . import formats
 from .languages import LANGUAGES, STATUSES, canonical
 from .passk import mean_pass_at_k
+from .xlcost import read_scores, scores_table
 
 DEFAULT_KS = (1, 10, 100)
 
@@ -132,7 +133,7 @@ def summary(run: Run, ks=DEFAULT_KS) -> dict:
             **({"unavailable": run.unavailable[cell.language]} if unavailable else {}),
         })
     return {"root": str(run.root), "sandboxed": not run.unsandboxed, "results": rows,
-            "unavailable": run.unavailable}
+            "unavailable": run.unavailable, "codebleu": read_scores(run.root)}
 
 
 def table(run: Run, ks=DEFAULT_KS) -> str:
@@ -156,6 +157,11 @@ def table(run: Run, ks=DEFAULT_KS) -> str:
              if not any(k[1] == lang for k in run.cells)]
     if run.unsandboxed:
         notes.append("- some results were produced WITHOUT the sandbox (--unsafe-no-sandbox)")
+    text_to_code = read_scores(run.root)  # `multipl-moe xlcost` results in the same folder
+    if text_to_code:
+        lines = (lines if run.cells or run.unavailable else []) + \
+            (["", "CodeBLEU (text-to-code)", ""] if run.cells or run.unavailable else []) + \
+            [scores_table(text_to_code)]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -178,6 +184,28 @@ def compare_table(runs: list[Run], k: int = 1) -> str:
             vals.append(cell.passk(k) if cell and cell.counts else None)
             cols.append("unavailable" if vals[-1] is None and lang in r.unavailable
                         else _pct(vals[-1]))
+        if len(runs) == 2:
+            a, b = vals
+            cols.append("-" if a is None or b is None else f"{100 * (b - a):+.1f}")
+        lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
+def compare_codebleu(runs: list[Run]) -> str:
+    """Markdown: CodeBLEU per text-to-code config of each folder side by side ('' if none)."""
+    scores = [{(r.get("task"), r.get("config"), r.get("split")): r["codebleu"]
+               for r in read_scores(run.root)} for run in runs]
+    keys = sorted({k for s in scores for k in s}, key=lambda k: tuple(map(str, k)))
+    if not keys:
+        return ""
+    names = labels(runs)
+    head = ["task", "config", *[f"{n} CodeBLEU" for n in names]]
+    if len(runs) == 2:
+        head.append("delta")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key in keys:
+        vals = [s.get(key) for s in scores]
+        cols = [str(key[0]), f"{key[1]} {key[2] or ''}".strip(), *[_pct(v) for v in vals]]
         if len(runs) == 2:
             a, b = vals
             cols.append("-" if a is None or b is None else f"{100 * (b - a):+.1f}")
