@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("codebleu")
-
-from multipl_moe.evaluation.codebleu import (LANGS, PAPER_WEIGHTS, CodeBLEU, check_weights,  # noqa: E402
+from multipl_moe.evaluation.codebleu import (LANGS, PAPER_WEIGHTS, CodeBLEU, check_weights,
                                              codebleu, lang_id)
 
 ORIGINAL = Path(__file__).parent / "data" / "codebleu_original.json"
@@ -113,6 +111,12 @@ def test_dataflow_does_not_depend_on_the_hash_seed():
                              env=dict(os.environ, PYTHONHASHSEED=seed))
         seen.add(out.stdout.strip())
     assert len(seen) == 1
+
+
+def test_empty_or_broken_candidates_score_zero_not_fail():
+    for bad in ("", "def ( ( :"):
+        r = codebleu(["def f ( a ) :\n    return a"], [bad], "Python")
+        assert r.syntax == 0.0 and r.dataflow == 0.0 and r.dataflow_edges > 0
 
 
 def test_result_type():

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("codebleu")
-
-from multipl_moe import cli  # noqa: E402
-from multipl_moe.evaluation import xlcost as X  # noqa: E402
-from multipl_moe.evaluation.generate import Sampling  # noqa: E402
+from multipl_moe import cli
+from multipl_moe.evaluation import xlcost as X
+from multipl_moe.evaluation.generate import Sampling
 
 # Rows as the dataset writes them (Python from its card; the others in its style).
 PY_ROWS = [

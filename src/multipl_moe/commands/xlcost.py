@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # the hub: no network, a script-based repository, no config
             why = " ".join(str(e).split())[:300] or type(e).__name__
             raise UserError(f"{args.dataset} {config}: cannot load ({why}); a local copy "
-                            "works with --data-dir") from e
+                            "works with --data-dir (or try --revision refs/convert/parquet)") from e
         rows = rows[: args.limit] if args.limit else rows
         problems = X.make_problems(rows, lang, shots, args.template)
         settings = {"model": args.model, "server": args.server, "config": config,
