@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .cli import UserError
+from .errors import UserError
 
 
 class OutputExistsError(FileExistsError):

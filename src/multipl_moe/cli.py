@@ -11,6 +11,9 @@ import argparse
 import importlib
 import sys
 
+# Re-exported: older code and tests import UserError from here.
+from .errors import UserError  # noqa: F401
+
 # (module name under multipl_moe.commands) in the order `--help` lists them.
 COMMAND_MODULES = [
     "upcycle",
@@ -26,10 +29,6 @@ COMMAND_MODULES = [
     "synth",
     "xlcost",
 ]
-
-
-class UserError(Exception):
-    """A mistake in the user's input: reported as one line, never as a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from multipl_moe.cli import UserError
+from multipl_moe.errors import UserError
 
 DESCRIPTION = """\
 Measure, in one run and side by side:

@@ -7,7 +7,7 @@ import argparse
 import re
 import sys
 
-from multipl_moe.cli import UserError
+from multipl_moe.errors import UserError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
 

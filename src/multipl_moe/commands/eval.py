@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from multipl_moe.cli import UserError
+from multipl_moe.errors import UserError
 from multipl_moe.commands.execute import (add_execution_args, check_execution_args,
                                           execute_and_report)
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from multipl_moe.cli import UserError
+from multipl_moe.errors import UserError
 
 DESCRIPTION = """\
 Execute MultiPL-E completion files (NAME.json.gz or NAME.json with fields name, language, prompt,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..cli import UserError
+from ..errors import UserError
 
 
 def add_parser(sub) -> None:

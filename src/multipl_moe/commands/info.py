@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..cli import UserError
+from ..errors import UserError
 
 
 def add_parser(sub) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from multipl_moe.cli import UserError
+from multipl_moe.errors import UserError
 
 DESCRIPTION = """\
 Score MultiPL-E results folders (NAME.results.json[.gz], searched recursively) with the unbiased

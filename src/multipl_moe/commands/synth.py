@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from multipl_moe.cli import UserError
+from multipl_moe.errors import UserError
 
 STAGE_HELP = {
     "extract": "1. Python functions with docstrings from a corpus (filters, decontamination, pyright)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..cli import UserError
+from ..errors import UserError
 
 
 def _override(text: str):

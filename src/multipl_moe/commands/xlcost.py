@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from multipl_moe.cli import UserError
+from multipl_moe.errors import UserError
 from multipl_moe.commands.eval import _backend, _sampling
 
 DESCRIPTION = """\

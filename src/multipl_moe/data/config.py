@@ -2,7 +2,7 @@
 
 Every field is checked in `__post_init__`, so that a bad value fails early with a message that
 names the field (`data.seq_len = 0: must be an integer >= 2`). Errors are `DataError`, which is a
-`multipl_moe.cli.UserError`: any command that builds data reports them as one line.
+`multipl_moe.errors.UserError`: any command that builds data reports them as one line.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from multipl_moe.cli import UserError
+from multipl_moe.errors import UserError
 from multipl_moe.data.languages import LANGUAGES, normalize_lang, parse_langs
 
 

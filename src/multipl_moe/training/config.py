@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 from ..data.config import DataConfig
 
 VARIANTS = ("hybrid-batch", "hybrid-causal", "token-only", "dense", "lora")
