@@ -18,12 +18,22 @@ FLOP-ideal of a variant = (active expert applications per token, in dense-FFN un
 FFN's time measured in the same round: what the variant would cost if its experts ran at the
 dense FFN's measured rate and routing, gathering and combining were free. Ratio < 1 means faster
 than that. The bf16-autocast rows are measured against the dense FFN under the same autocast.
+
+That yardstick moves with the dense FFN's own efficiency, so each variant is also held against the
+machine's achievable GEMM rate (issue 18): two plain matmuls of the run's dtype (and two in bf16,
+for the autocast rows) timed in the same interleaved rounds with the same threads, one square
+(N x N x N) and one of the FFN's own shape (tokens x H x I); the faster is the machine's rate. A
+variant's FLOPs = active FFNs x 18 T H I (three GEMMs of 2 T H I forward, twice that backward:
+input and weight gradients); its fraction of the GEMM rate, per round, median over rounds, is
+what it achieves of what this machine's matmul can do. Routing, gathering and combining count as
+no FLOPs, so they lower the fraction.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -46,6 +56,12 @@ class BlockShape:
     segment_experts: int = 6
     segment_length: int = 64
     capacity_factor: float = 1.0
+    gemm_square: int = 2048     # N of the square GEMM-rate probe
+
+    @property
+    def ffn_flops(self) -> float:
+        """FLOPs of one dense SwiGLU FFN forward + backward (input and weight gradients)."""
+        return 18.0 * self.tokens * self.hidden * self.inter
 
     @property
     def tokens(self) -> int:
@@ -55,7 +71,7 @@ class BlockShape:
 SHAPES = {
     "cpu": BlockShape(8, 1024, 512, 1376),
     "paper": BlockShape(8, 1024, 2048, 5504),   # Qwen1.5-1.8B's FFN, the paper's micro-batch
-    "quick": BlockShape(2, 128, 64, 176, segment_length=16),
+    "quick": BlockShape(2, 128, 64, 176, segment_length=16, gemm_square=256),
 }
 
 TRANSFORMERS_BACKENDS = ("eager", "grouped_mm", "batched_mm")
@@ -70,6 +86,23 @@ class Variant:
     skipped: str | None = None
     note: str = ""
     base: str | None = None     # the yardstick of its FLOP-ideal (default: the first variant)
+    gemm_dtype: str | None = None  # whose GEMM rate it is held against (default: the run's dtype)
+
+
+GEMM_PREFIX = "GEMM rate probe"
+
+
+def gemm_probes(shape: BlockShape, device: torch.device, dtype: torch.dtype) -> dict[str, tuple[Callable[[], None], float]]:
+    """{name: (call, flops)}: a square and an FFN-shaped matmul in `dtype`."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    n = shape.gemm_square
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    x = torch.randn(shape.tokens, shape.hidden, generator=g).to(device, dtype)
+    w = torch.randn(shape.hidden, shape.inter, generator=g).to(device, dtype)
+    name = str(dtype).replace("torch.", "")
+    return {f"{GEMM_PREFIX} {name} square {n}^3": (lambda: torch.mm(a, b), 2.0 * n ** 3),
+            f"{GEMM_PREFIX} {name} FFN-shaped {shape.tokens}x{shape.hidden}x{shape.inter}":
+                (lambda: torch.mm(x, w), 2.0 * shape.tokens * shape.hidden * shape.inter)}
 
 
 def _loss(y: torch.Tensor) -> torch.Tensor:
@@ -228,14 +261,16 @@ def build_variants(shape: BlockShape, device: torch.device, dtype: torch.dtype, 
     dense32 = dense32.to(device=device, dtype=torch.float32).train()
     dense_amp = f"dense SwiGLU FFN ({amp})"
     variants.append(Variant(dense_amp, "bf16 autocast", 1.0,
-                            _fwd_bwd(dense32, x32, lambda m, xi: _loss(m(xi)), torch.bfloat16), base=dense_amp))
+                            _fwd_bwd(dense32, x32, lambda m, xi: _loss(m(xi)), torch.bfloat16), base=dense_amp,
+                            gemm_dtype="bfloat16"))
     for routing in ("batch", "causal"):
         torch.manual_seed(3)
         block = HybridMoEBlock(_moe_config(shape, segment=True, routing=routing), shape.hidden, shape.inter)
         block = block.to(device=device, dtype=torch.float32).train()
         frac = 2.0 + (seg_frac if routing == "batch" else 1.0)
         variants.append(Variant(f"ours: hybrid block ({routing}, {amp})", "bf16 autocast", frac,
-                                _fwd_bwd(block, x32, _block_forward, torch.bfloat16), base=dense_amp))
+                                _fwd_bwd(block, x32, _block_forward, torch.bfloat16), base=dense_amp,
+                                gemm_dtype="bfloat16"))
     return variants, checks
 
 
@@ -253,7 +288,21 @@ def run_block(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
         if v.skipped:
             progress(f"  skip {v.name}: {v.skipped}")
     load_at_start = round(os.getloadavg()[0], 2)
-    timed = time_interleaved({v.name: v.step for v in live}, device, repeats, progress=progress)
+    run_dtype = str(dtype).replace("torch.", "")
+    probes = {}
+    for d in dict.fromkeys([dtype, torch.bfloat16]):
+        probes.update({name: (fn, flops, str(d).replace("torch.", "")) for name, (fn, flops) in gemm_probes(shape, device, d).items()})
+    fns = {v.name: v.step for v in live} | {name: fn for name, (fn, _, _) in probes.items()}
+    timed = time_interleaved(fns, device, repeats, progress=progress)
+    # The machine's achievable GEMM rate per dtype and round: the faster of its two probes.
+    gemm_rate: dict[str, list[float]] = {}
+    for name, (_, flops, d) in probes.items():
+        rates = [flops / t for t in timed.rounds[name]]
+        gemm_rate[d] = [max(a, b) for a, b in zip(gemm_rate[d], rates)] if d in gemm_rate else rates
+    gemm = {"threads": torch.get_num_threads(),
+            "probes": [{"probe": name, "dtype": d, "gflops": round(flops / timed.median(name) / 1e9, 1),
+                        "time_ms": round(timed.median(name) * 1e3, 3)} for name, (_, flops, d) in probes.items()],
+            "rate_gflops": {d: round(statistics.median(r) / 1e9, 1) for d, r in gemm_rate.items()}}
     dense = variants[0].name
     rows = []
     for v in variants:
@@ -267,6 +316,10 @@ def run_block(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
                        ratio_to_ideal=timed.ratio(v.name, base, v.ffn_equivalents),
                        ratio_of_minima=min(timed.rounds[v.name]) / (v.ffn_equivalents * min(timed.rounds[base])),
                        rounds_ms=[round(t * 1e3, 1) for t in timed.rounds[v.name]])
+            d = v.gemm_dtype or run_dtype
+            flops = v.ffn_equivalents * shape.ffn_flops
+            row.update(gflops=flops / timed.median(v.name) / 1e9, gemm_dtype=d,
+                       gemm_fraction=statistics.median(flops / t / g for t, g in zip(timed.rounds[v.name], gemm_rate[d])))
         if v.note:
             row["note"] = v.note
         rows.append(row)
@@ -275,7 +328,7 @@ def run_block(shape_name: str = "cpu", device: str | torch.device = "cpu", dtype
         if v.step is not None:
             row["peak_mib"] = mib(peak_memory_bytes(v.step, device))
     result = {"part": "block", "shape_name": shape_name, "shape": asdict(shape), "dtype": str(dtype).replace("torch.", ""),
-              "repeats": repeats, "env": environment(device), "checks": checks, "rows": rows}
+              "repeats": repeats, "env": environment(device), "checks": checks, "rows": rows, "gemm": gemm}
     result["env"].update(loadavg_1m_at_start=load_at_start, loadavg_1m_at_end=round(os.getloadavg()[0], 2))
     result["targets"] = block_targets(result)
     return result
@@ -295,6 +348,10 @@ def block_targets(result: dict) -> list[dict]:
             ratio = max(rows[name]["ratio_to_ideal"], rows[name]["ratio_of_minima"])
             targets.append({"target": f"{name}: fwd+bwd <= {limit}x FLOP-ideal (worse of median per-round "
                             "ratio and ratio of minima)", "value": round(ratio, 3), "met": ratio <= limit})
+    for name, row in rows.items():
+        if name.startswith("ours: hybrid block (") and "reference" not in name:
+            targets.append({"target": f"{name}: fwd+bwd >= 85% of the machine's {row['gemm_dtype']} GEMM rate",
+                            "value": round(row["gemm_fraction"], 3), "met": row["gemm_fraction"] >= 0.85})
     hf = {n: r for n, r in rows.items() if n.startswith("transformers Qwen2MoeSparseMoeBlock")}
     if hf:
         fastest = min(hf, key=lambda n: rows[n]["time_ms"])
@@ -325,7 +382,14 @@ def block_markdown(result: dict, command: str = "") -> str:
     table = markdown_table([("variant", "variant"), ("time_ms", "time (ms)"), ("min_ms", "min (ms)"),
                             ("peak_mib", "peak (MiB)"),
                             ("ffn_equivalents", "active FFNs/token"), ("ideal_ms", "FLOP-ideal (ms)"),
-                            ("ratio_to_ideal", "ratio to ideal"), ("ratio_of_minima", "ratio of minima")], rows)
+                            ("ratio_to_ideal", "ratio to ideal"), ("ratio_of_minima", "ratio of minima"),
+                            ("gflops", "GFLOP/s"), ("gemm_fraction", "of GEMM rate")], rows)
+    gemm = result.get("gemm")
+    if gemm:
+        table += ("\nGEMM rate of this machine, same rounds, " + f"{gemm['threads']} threads: "
+                  + "; ".join(f"{p['probe'][len(GEMM_PREFIX) + 1:]} {p['gflops']} GFLOP/s" for p in gemm["probes"])
+                  + ". Rate used (the faster probe, per round): "
+                  + ", ".join(f"{d} {g} GFLOP/s" for d, g in gemm["rate_gflops"].items()) + ".\n")
     checks = "".join(f"\nCheck: {k} = {v:.2e}" for k, v in result["checks"].items())
     return head + "\n" + table + "\n" + checks + "\n\n" + targets_markdown(result["targets"])
 

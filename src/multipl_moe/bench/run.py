@@ -31,7 +31,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def run_executor(quick: bool, repeats: int, progress) -> tuple[dict, str]:
+def run_executor(quick: bool, repeats: int, progress, peer: str | None = None) -> tuple[dict, str]:
     """The executor part needs a source checkout: it executes the language tests' hand-written
     completions on the MultiPL-E prompts next to the repository (../shared/data/multipl-e)."""
     from .executor import REPO, run_executor_bench
@@ -42,8 +42,8 @@ def run_executor(quick: bool, repeats: int, progress) -> tuple[dict, str]:
         md = "### Executor\n\nnot run: needs a source checkout with " + ", ".join(missing) + "\n"
         progress(md.strip().splitlines()[-1])
         return {"part": "executor", "skipped": "missing " + ", ".join(missing)}, md
-    # Each executor round runs every program twice (sandboxed and not): 3 rounds unless told fewer.
-    return run_executor_bench(quick=quick, rounds=min(repeats, 3), progress=progress)
+    # Each executor round runs every program three to five times: 3 rounds unless told fewer.
+    return run_executor_bench(quick=quick, rounds=min(repeats, 3), peer=peer, progress=progress)
 
 
 def default_shape(device: torch.device, quick: bool) -> str:
@@ -52,7 +52,8 @@ def default_shape(device: torch.device, quick: bool) -> str:
 
 def run(parts: list[str], device: str = "cpu", dtype: str | None = None, repeats: int = 5,
         out: str | Path = "runs/bench", quick: bool = False, shape: str | None = None,
-        with_reference: bool = False, command: str | None = None, progress=print) -> dict[str, dict]:
+        with_reference: bool = False, command: str | None = None, progress=print,
+        peer_multipl_e: str | None = None) -> dict[str, dict]:
     from .block import block_markdown, run_block
     from .model import model_markdown, run_model
 
@@ -73,7 +74,7 @@ def run(parts: list[str], device: str = "cpu", dtype: str | None = None, repeats
             res = run_model(shape, dev, torch_dtype, max(1, repeats), progress)
             md = model_markdown(res, command)
         else:
-            res, md = run_executor(quick, repeats, progress)
+            res, md = run_executor(quick, repeats, progress, peer_multipl_e)
         json_path, md_path = write_report(out, part, res, md)
         progress(f"wrote {json_path} and {md_path}")
         results[part] = res

@@ -16,11 +16,13 @@ Measure, in one run and side by side:
   model     a small Qwen2-shaped model, dense vs token-only MoE vs hybrid: training tokens/s
             (forward + backward + AdamW) and greedy decoding tokens/s with the KV cache at
             batch 1 and 8.
-  executor  the evaluation executor: programs/s per language with and without the bubblewrap
-            sandbox (same completions, interleaved rounds), and every language in one run with
-            1 and 2 workers, against MultiPL-E's executor figures. Needs a source checkout (it
-            runs the language tests' hand-written completions on ../shared/data/multipl-e) and
-            the toolchains (`make toolchains`); a missing language is reported unavailable.
+  executor  the evaluation executor: programs/s and CPU per program, per language (sandboxed
+            and not) and every language in one run with 1 and 2 workers; with
+            --peer-multipl-e DIR, MultiPL-E's own executor runs on the same completion files,
+            interleaved, with per-round ratios and verdict agreement (without it, no comparison
+            is made). Needs a source checkout (it runs the language tests' hand-written
+            completions on ../shared/data/multipl-e), bubblewrap and the toolchains
+            (`make toolchains`); a missing language is reported unavailable.
 
 Shapes: `cpu` (H=512, I=1376, 8 x 1024 tokens; the default on CPU), `paper` (H=2048, I=5504,
 8 x 1024, the default on CUDA, bf16), `quick` (tiny, seconds; for smoke tests). Times are medians
@@ -43,6 +45,9 @@ def add_parser(sub) -> None:
                    help="override the shape chosen from --device / --quick")
     p.add_argument("--with-reference", action="store_true",
                    help="also time the hybrid block with the reference (per-expert loop) dispatch")
+    p.add_argument("--peer-multipl-e", metavar="DIR", default=None,
+                   help="a checkout of MultiPL-E's evaluation/ folder: run its executor "
+                        "(src/main.py) beside ours in the executor part")
     p.set_defaults(func=run)
 
 
@@ -55,6 +60,16 @@ def run(args) -> int:
         resolve_device(args.device)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if args.peer_multipl_e:
+        from multipl_moe.bench.executor import find_peer
+
+        if "executor" not in args.parts:
+            raise UserError("--peer-multipl-e is used by the executor part: add it to --parts")
+        try:
+            find_peer(args.peer_multipl_e)
+        except ValueError as e:
+            raise UserError(str(e)) from None
     run_bench(args.parts, device=args.device, dtype=args.dtype, repeats=args.repeats, out=args.out,
-              quick=args.quick, shape=args.shape, with_reference=args.with_reference)
+              quick=args.quick, shape=args.shape, with_reference=args.with_reference,
+              peer_multipl_e=args.peer_multipl_e)
     return 0
