@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from test_training import config, inputs, metrics  # noqa: F401 (inputs is a fixture)
 
-from multipl_moe import atomic
+from multipl_moe.util import atomic
 from multipl_moe.cli import main as cli
 from multipl_moe.training.trainer import train
 

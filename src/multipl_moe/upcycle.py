@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_dir
+from .util.atomic import atomic_dir
 from .modeling import SUPPORTED_BASES, MultiplMoEConfig, MultiplMoEForCausalLM
 from .modeling.remote_code import write_remote_code
 from .moe import HybridMoEBlock, HybridMoEConfig

@@ -162,7 +162,7 @@ def cmd_decontam(args) -> int:
     from pathlib import Path
 
     from multipl_moe.data.decontam import DecontamReport, Decontaminator
-    from multipl_moe.data.local_corpus import write_jsonl_atomic
+    from multipl_moe.util.atomic import write_jsonl_atomic
     from multipl_moe.data.sources import SourceReport
 
     if args.ngram < 1:

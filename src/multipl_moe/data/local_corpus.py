@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from multipl_moe.data.languages import LANGUAGES, resource_group, sort_langs
+from multipl_moe.util.atomic import write_jsonl_atomic
 
 # Debian packages that provide each language's sources (named in the "missing" report).
 APT_PACKAGES = {"py": "python3", "java": "openjdk-17-source", "cpp": "libstdc++-12-dev",
@@ -266,24 +266,6 @@ def iter_corpus(sources: dict[str, CorpusSource], *, max_bytes_per_lang: int | N
         finally:
             if zf is not None:
                 zf.close()
-
-
-def write_jsonl_atomic(rows, out: Path) -> int:
-    """Write rows as JSON lines to a temporary file beside `out`, then rename it; rows written."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return n
 
 
 def build_local_corpus(out: Path, *, langs: list[str] | None = None,

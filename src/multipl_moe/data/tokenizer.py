@@ -42,7 +42,7 @@ def train_tokenizer_from_corpus(corpus: Iterable[str | Path], out_dir: str | Pat
                                 lang_field: str = "lang", min_frequency: int = 2):
     """Train on the documents of corpus inputs (anything `sources.iter_documents` reads), save the
     tokenizer to `out_dir` with `save_pretrained` (atomically: temp folder, then rename)."""
-    from multipl_moe.atomic import atomic_dir
+    from multipl_moe.util.atomic import atomic_dir
     from multipl_moe.data.sources import iter_documents
 
     docs = iter_documents([str(c) for c in corpus], text_field=text_field, lang_field=lang_field)

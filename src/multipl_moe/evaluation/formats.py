@@ -18,23 +18,22 @@ files (a planted FIFO would otherwise block the read forever).
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
 import re
 import stat
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
-from ..atomic import atomic_file
+# MultiPL-E files are written through these (re-exported: callers use formats.write_json_atomic).
+from ..util.atomic import replace_then_append, write_bytes_atomic, write_json_atomic  # noqa: F401
 
 RESULTS_SUFFIXES = (".results.json.gz", ".results.json")
 PARTIAL_SUFFIX = ".results.partial.jsonl"
 # Files of ours that live beside completion files and are not completion files.
-NOT_COMPLETIONS = {"summary.json", "execution.json"}
+NOT_COMPLETIONS = {"summary.json", "execution.json", "eval-run.json"}
 # What reading a damaged or hostile file can raise (a truncated .gz gives EOFError, a corrupt
 # one zlib.error or BadGzipFile, bad UTF-8 or JSON a ValueError).
 READ_ERRORS = (OSError, ValueError, EOFError, zlib.error)
@@ -78,17 +77,6 @@ def read_json(path: Path, follow: bool = True) -> Any:
         data = gzip.GzipFile(fileobj=raw, mode="rb").read() if str(path).endswith(".gz") \
             else raw.read()
     return json.loads(data.decode("utf-8"))
-
-
-def write_json_atomic(path: Path, obj: Any, indent: int | None = None) -> None:
-    """Write JSON (gzipped if the name ends in .gz) via a temp file and an atomic rename."""
-    data = json.dumps(obj, indent=indent).encode()
-    write_bytes_atomic(path, gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with atomic_file(path, "wb") as f:
-        f.write(data)
 
 
 def is_completion_file(path: Path) -> bool:
@@ -158,24 +146,11 @@ def start_partial(path: Path, earlier: Iterable[tuple[int, dict]]) -> TextIO:
     """A new journal at `path` holding `earlier`, open for appending. It is a fresh file renamed
     over `path`, so a symlink or hard link planted there (pointing outside the folder) is
     replaced, not appended to."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        f = os.fdopen(fd, "w", encoding="utf-8")
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    try:
+    def fill(f):
         for index, result in earlier:
             append_partial(f, index, result)
-        os.replace(tmp, path)
-    except BaseException:
-        f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return f
+
+    return replace_then_append(path, fill, "w", encoding="utf-8")
 
 
 def append_partial(f, index: int, result: dict) -> None:

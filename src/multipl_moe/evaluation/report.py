@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import atomic_file
+from ..util.atomic import atomic_file
+from ..util.tables import markdown_table
 from . import formats
 from .languages import LANGUAGES, STATUSES, canonical
 from .passk import mean_pass_at_k
@@ -140,18 +141,17 @@ def table(run: Run, ks=DEFAULT_KS) -> str:
     """Markdown: one row per benchmark x language, pass@k in percent."""
     head = ["benchmark", "lang", "problems", "samples", *[f"pass@{k}" for k in ks], *STATUSES,
             "no results"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for key in run.keys:
         c = run.cells[key]
         if c.language in run.unavailable and not c.counts:
-            cols = [c.benchmark, c.language, "unavailable: " + run.unavailable[c.language]]
-            lines.append("| " + " | ".join(cols) + " |" + " |" * (len(head) - len(cols)))
+            rows.append([c.benchmark, c.language, "unavailable: " + run.unavailable[c.language]])
             continue
         lo, hi = c.samples
-        cols = [c.benchmark, c.language, str(len(c.counts)), str(lo) if lo == hi else f"{lo}-{hi}",
-                *[_pct(c.passk(k)) for k in ks], *[str(c.statuses.get(s, 0)) for s in STATUSES],
-                str(c.missing)]
-        lines.append("| " + " | ".join(cols) + " |")
+        rows.append([c.benchmark, c.language, len(c.counts), lo if lo == hi else f"{lo}-{hi}",
+                     *[_pct(c.passk(k)) for k in ks], *[c.statuses.get(s, 0) for s in STATUSES],
+                     c.missing])
+    lines = [markdown_table(head, rows)]
     notes = [f"- {lang}: unavailable here ({why}); not scored"
              for lang, why in run.unavailable.items()
              if not any(k[1] == lang for k in run.cells)]
@@ -176,7 +176,7 @@ def compare_table(runs: list[Run], k: int = 1) -> str:
     head = ["benchmark", "lang", *[f"{n} pass@{k}" for n in names]]
     if len(runs) == 2:
         head.append("delta")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for bench, lang in _ordered({key for r in runs for key in r.cells}):
         cols, vals = [bench, lang], []
         for r in runs:
@@ -187,8 +187,8 @@ def compare_table(runs: list[Run], k: int = 1) -> str:
         if len(runs) == 2:
             a, b = vals
             cols.append("-" if a is None or b is None else f"{100 * (b - a):+.1f}")
-        lines.append("| " + " | ".join(cols) + " |")
-    return "\n".join(lines)
+        rows.append(cols)
+    return markdown_table(head, rows)
 
 
 def compare_codebleu(runs: list[Run]) -> str:
@@ -202,15 +202,15 @@ def compare_codebleu(runs: list[Run]) -> str:
     head = ["task", "config", *[f"{n} CodeBLEU" for n in names]]
     if len(runs) == 2:
         head.append("delta")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for key in keys:
         vals = [s.get(key) for s in scores]
-        cols = [str(key[0]), f"{key[1]} {key[2] or ''}".strip(), *[_pct(v) for v in vals]]
+        cols = [key[0], f"{key[1]} {key[2] or ''}".strip(), *[_pct(v) for v in vals]]
         if len(runs) == 2:
             a, b = vals
             cols.append("-" if a is None or b is None else f"{100 * (b - a):+.1f}")
-        lines.append("| " + " | ".join(cols) + " |")
-    return "\n".join(lines)
+        rows.append(cols)
+    return markdown_table(head, rows)
 
 
 def plot(runs: list[Run], path: Path, k: int = 1) -> Path:

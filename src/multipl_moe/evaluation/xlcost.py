@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .codebleu import DEFAULT_WEIGHTS, codebleu
+from ..util.tables import markdown_table
 
 LANGUAGES = ("Python", "Java", "Javascript", "C++", "C", "Csharp", "PHP")
 LEVELS = ("snippet", "program")
@@ -291,7 +292,7 @@ def score(problems: list[dict], completions: dict[int, list[str]], language: str
 
 
 def write_scores(folder: Path, record: dict) -> Path:
-    from .formats import write_bytes_atomic
+    from ..util.atomic import write_bytes_atomic
 
     path = Path(folder) / SCORES
     write_bytes_atomic(path, (json.dumps(record) + "\n").encode())
@@ -315,16 +316,16 @@ def scores_table(rows: list[dict]) -> str:
     """Markdown: CodeBLEU and its components per task x language, in percent."""
     head = ["task", "config", "problems", "samples", "CodeBLEU", "n-gram", "weighted n-gram",
             "AST match", "data-flow match", "weights"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
         flow = f"{100 * r['dataflow']:.1f}" + ("" if r.get("dataflow_edges") else
                                                " (no edges)")
-        lines.append("| " + " | ".join([
-            r.get("task", "?"), r.get("config", r.get("language", "?")), str(r.get("problems")),
-            str(r.get("samples")), f"{100 * r['codebleu']:.1f}", f"{100 * r['ngram']:.1f}",
+        cells.append([
+            r.get("task", "?"), r.get("config", r.get("language", "?")), r.get("problems"),
+            r.get("samples"), f"{100 * r['codebleu']:.1f}", f"{100 * r['ngram']:.1f}",
             f"{100 * r['weighted_ngram']:.1f}", f"{100 * r['syntax']:.1f}", flow,
-            "/".join(f"{w:g}" for w in r.get("weights", []))]) + " |")
-    return "\n".join(lines)
+            "/".join(f"{w:g}" for w in r.get("weights", []))])
+    return markdown_table(head, cells)
 
 
 # --- a docstring -> function set from a Python corpus (the demo's text-to-code stage) ------------

@@ -167,7 +167,7 @@ def write_dataset(rows: list[dict], out: Path) -> None:
     """`out/dataset.jsonl` and the saved dataset `out/dataset`, each replaced atomically."""
     import datasets
 
-    from multipl_moe.atomic import atomic_dir, atomic_file
+    from multipl_moe.util.atomic import atomic_dir, atomic_file
 
     out = Path(out)
     records = [{k: r[k] for k in FIELDS} for r in rows]

@@ -85,7 +85,7 @@ def begin(out_dir: Path, name: str) -> None:
 
 def finish(out_dir: Path, result: StageResult) -> None:
     """Write the stage's outputs and tally, each atomically: they exist only for a finished stage."""
-    from multipl_moe.atomic import atomic_file
+    from multipl_moe.util.atomic import atomic_file
 
     with atomic_file(output_path(out_dir, result.name), encoding="utf-8") as f:
         for row in result.outputs:

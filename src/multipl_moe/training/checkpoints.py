@@ -19,6 +19,8 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..util.atomic import atomic_file
+
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"step-(\d+)")
@@ -63,12 +65,8 @@ def write_manifest(ckpt: Path) -> None:
         digests = list(pool.map(_sha256_and_sync, files))
     manifest = {"format": 1, "files": {p.relative_to(ckpt).as_posix(): {"size": p.stat().st_size, "sha256": d}
                                        for p, d in zip(files, digests)}}
-    tmp = ckpt / f".{MANIFEST}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_file(ckpt / MANIFEST, fsync=True) as f:
         f.write(json.dumps(manifest, indent=1) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, ckpt / MANIFEST)
     _sync_dir(ckpt)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..atomic import atomic_file, disk_full_error, is_disk_full
+from ..util.atomic import atomic_file, disk_full_error, is_disk_full
 from . import checkpoints
 from .config import TrainConfig, TrainConfigError, check_output_dir
 

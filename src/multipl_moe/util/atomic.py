@@ -4,19 +4,25 @@ A crash, a Ctrl-C or an error half-way through leaves no half-written checkpoint
 results file behind, and an existing output is only replaced on request (`force`). A full disk
 is reported as one line naming the output and its filesystem (`DiskFullError`), not as the
 writer library's traceback.
+
+This is the one place that writes through a temporary sibling: `atomic_dir`, `atomic_file` and the
+whole-file writers below (`write_bytes_atomic`, `write_json_atomic`, `write_jsonl_atomic`), plus
+`replace_then_append` for a journal that must start whole and then grow.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class OutputExistsError(FileExistsError):
@@ -123,22 +129,81 @@ def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         raise
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
-    """Open a temporary sibling of `path` for writing; it replaces `path` on success."""
-    path = Path(path)
+def _open_temp(path: Path, mode: str, **open_kwargs) -> tuple[IO, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
     try:
-        with open(tmp, mode, **open_kwargs) as f:
+        return os.fdopen(fd, mode, **open_kwargs), tmp
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+
+
+def _discard(e: BaseException, f: IO, tmp: str, path: Path) -> None:
+    """Remove the temporary file after `e`; re-raise a full disk as one line."""
+    full = is_disk_full(e, tmp)
+    with contextlib.suppress(OSError):
+        f.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    if full:
+        kept = "the previous one is unchanged" if path.exists() else ""
+        raise disk_full_error(path, "the partial file", kept) from None
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", fsync: bool = False, **open_kwargs) -> Iterator:
+    """Open a temporary sibling of `path` for writing; it replaces `path` on success.
+
+    fsync=True flushes it to the disk before the rename (a manifest that vouches for other files
+    must not reach the disk before them)."""
+    path = Path(path)
+    f, tmp = _open_temp(path, mode, **open_kwargs)
+    try:
+        with f:
             yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        full = is_disk_full(e, tmp)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if full:
-            kept = "the previous one is unchanged" if path.exists() else ""
-            raise disk_full_error(path, "the partial file", kept) from None
+        _discard(e, f, tmp, path)
         raise
+
+
+def replace_then_append(path: str | os.PathLike, fill: Callable[[IO], None], mode: str = "w",
+                        **open_kwargs) -> IO:
+    """A fresh file holding what `fill` writes, renamed over `path` and returned open for
+    appending: a symlink or hard link planted at `path` is replaced, never written through."""
+    path = Path(path)
+    f, tmp = _open_temp(path, mode, **open_kwargs)
+    try:
+        fill(f)
+        f.flush()
+        os.replace(tmp, path)
+    except BaseException as e:
+        _discard(e, f, tmp, path)
+        raise
+    return f
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
+    """JSON, gzipped if the name ends in .gz (with a fixed mtime, so equal data gives equal bytes)."""
+    data = json.dumps(obj, indent=indent).encode()
+    write_bytes_atomic(path, gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
+
+
+def write_jsonl_atomic(rows: Iterable[Any], path: str | os.PathLike) -> int:
+    """One JSON line per row (UTF-8 kept as is); the number of rows written."""
+    n = 0
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
