@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "bench",
     "synth",
     "xlcost",
+    "merge",
 ]
 
 
