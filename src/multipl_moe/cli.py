@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .util.quiet import install as _quiet_transformers
+
+    _quiet_transformers()   # no per-tensor loading bars from transformers in our commands
     try:
         return int(args.func(args) or 0)
     except UserError as e:

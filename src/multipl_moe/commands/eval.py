@@ -25,7 +25,10 @@ samples at temperature 0.2, top_p 0.95 (use --greedy for one greedy sample per p
   4. a table, OUT/summary.json, OUT/passk.md and OUT/passk.png.
 
 Every stage resumes: problems that already have completions, and programs that already have
-results, are not redone. Languages whose toolchain is missing here are reported as unavailable.
+results, are not redone. That reuse needs the very same run: OUT/eval-run.json records the
+model's files (SHA-256), the generation settings and the MultiPL-E version, and each completion
+file its problem; if anything differs, eval stops and says what (start over with --fresh, or
+choose another --out). Languages whose toolchain is missing here are reported as unavailable.
 """
 
 
@@ -84,7 +87,14 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UserError(f"--data-dir {args.data_dir} is not a directory")
     sampling = _sampling(args)
-    out = args.out or Path("runs/eval") / Path(args.model).name
+    # issue 14: say what a wrong --model is before loading data; problems from $MULTIPL_E_DIR,
+    # or from the hub only when it answers (else one line naming --data-dir, not retries)
+    from multipl_moe.evaluation import manifest
+    from multipl_moe.evaluation.inputs import check_model_arg, resolve_data_dir
+
+    check_model_arg(args)
+    args.data_dir = resolve_data_dir(args)
+    out = args.out or manifest.default_out(args.model, args.server)
 
     if not args.no_execute:  # say it before spending hours generating
         for code in langs:
@@ -101,14 +111,28 @@ def run(args: argparse.Namespace) -> int:
                                        args.dataset, args.revision)
             except (FileNotFoundError, ValueError) as e:
                 raise UserError(str(e)) from e
+            except (OSError, ConnectionError) as e:  # the hub (datasets' own words, one line)
+                from multipl_moe.evaluation.inputs import no_hub_message
+
+                why = " ".join(str(e).split())[:200] or type(e).__name__
+                raise UserError(no_hub_message(f"the hub failed ({why})")) from e
             work.append((bench, code, rows[: args.limit] if args.limit else rows))
 
+    # issue 14: reuse only the very same run (model files, generation settings, problems)
+    prepared = manifest.prepare(out, model=args.model, server=args.server, sampling=sampling,
+                                dtype=None if args.server else args.dtype,
+                                data=manifest.data_record(args), work=work, fresh=args.fresh)
+    generated = {}
     backend = None  # loaded only if something is left to generate
     for bench, code, rows in work:
         folder = out / f"{bench}-{code}"
-        if pending(rows, sampling, folder):
+        todo = pending(rows, sampling, folder)
+        prepared.reused[f"{bench}-{code}"] = len(rows) - len(todo)
+        if todo:
             backend = backend or _backend(args)
-            generate(rows, backend, sampling, folder, progress=not args.no_progress)
+            generated[f"{bench}-{code}"] = generate(rows, backend, sampling, folder,
+                                                    progress=not args.no_progress)
+    prepared.finish(generated)
     if args.no_execute:
         print(f"completions in {out}; run `multipl-moe execute {out}` to score them")
         return 0
@@ -133,10 +157,16 @@ def add_parser(subparsers) -> None:
                    help="comma-separated: py,java,cpp,rs,go,rb,lua,jl,ml,r,rkt; 'paper' = "
                         "py,java,cpp,rs,go,rb (default); 'all' = all eleven")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default runs/eval/<model name>)")
+                   help="output folder (default runs/eval/<parent>-<name>-<8 hex of the model's "
+                        "path>). Completions in it are reused only if the same model files, "
+                        "generation settings and problems made them (recorded in eval-run.json)")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete the completions, results and summary that an earlier eval wrote "
+                        "in --out, and start over")
     g = p.add_argument_group("problems")
     g.add_argument("--data-dir", type=Path, default=None,
-                   help="folder of MultiPL-E JSONL files {benchmark}-{lang}.jsonl (default: the hub)")
+                   help="folder of MultiPL-E JSONL files {benchmark}-{lang}.jsonl (default: "
+                        "$MULTIPL_E_DIR if set, else the hub)")
     g.add_argument("--data-version", default="v3", choices=("v3", "latest"),
                    help="v3 = what the hub serves and papers report (default); latest = with "
                         "upstream fixes (the folder's latest/)")

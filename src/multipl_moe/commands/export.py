@@ -24,8 +24,11 @@ def run(args) -> int:
     from ..modeling import MultiplMoEForCausalLM
     from ..upcycle import save_checkpoint
 
-    if not (Path(args.model) / "config.json").is_file():
+    if not (Path(args.model) / "config.json").is_file() and not Path(args.model, "final").is_dir():
         raise UserError(f"{args.model}: no config.json (not a checkpoint directory)")
+    from ..util.checkpoints import require_multipl_moe
+
+    require_multipl_moe(Path(args.model), "export")  # issue 14: before transformers reads weights
     if Path(args.out).exists() and not args.force:
         raise UserError(f"{args.out} already exists (pass --force to replace it)")
     try:

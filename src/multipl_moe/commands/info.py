@@ -30,6 +30,10 @@ def run(args) -> int:
         from transformers import AutoConfig
 
         check_model_ref(args.model)
+        from ..util.checkpoints import is_training_run, training_run_message
+
+        if is_training_run(args.model):  # issue 14: its config.json is the training config
+            raise UserError(training_run_message(args.model, "multipl-moe info"))
 
         try:
             raw = AutoConfig.from_pretrained(args.model)
@@ -45,5 +49,12 @@ def run(args) -> int:
     except (CheckpointError, ConfigError, KeyError, FileNotFoundError) as e:
         raise UserError(str(e).strip("'\"")) from None
     info = model_info(config)
+    if not isinstance(raw, MultiplMoEConfig):  # issue 14: never shown as if it were the checkpoint
+        preset = args.preset or "paper"
+        what = (f"{args.model} is a dense {raw.model_type} checkpoint; shown is what `multipl-moe upcycle "
+                f"--base {args.model} --preset {preset}` would give (not this checkpoint)")
+        info = {"dense_checkpoint": args.model, "upcycled_with_preset": preset, **info}
+        print(json.dumps(info, indent=2) if args.json else f"{what}\n{format_info(info)}")
+        return 0
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

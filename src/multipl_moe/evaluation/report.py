@@ -255,11 +255,15 @@ def plot(runs: list[Run], path: Path, k: int = 1) -> Path:
 
 
 def write_report(run: Run, out_dir: Path, ks=DEFAULT_KS) -> dict[str, Path]:
-    """summary.json, passk.md and passk.png in `out_dir` (each written atomically)."""
+    """summary.json, passk.md and passk.png in `out_dir` (each written atomically), only where
+    they are ours to write (report_targets.check_writable), each saying what produced it."""
+    from .report_targets import check_writable, footer, stamp
+
     out_dir = Path(out_dir)
     paths = {"summary": out_dir / "summary.json", "table": out_dir / "passk.md",
              "chart": out_dir / "passk.png"}
-    formats.write_json_atomic(paths["summary"], summary(run, ks), indent=2)
-    formats.write_bytes_atomic(paths["table"], (table(run, ks) + "\n").encode())
+    check_writable(out_dir, tuple(p.name for p in paths.values()))
+    formats.write_json_atomic(paths["summary"], stamp(summary(run, ks), run.root), indent=2)
+    formats.write_bytes_atomic(paths["table"], (table(run, ks) + "\n" + footer()).encode())
     plot([run], paths["chart"], k=ks[0])
     return paths
