@@ -1,7 +1,8 @@
 """`multipl-moe demo`: the paper's experiment in miniature (settings, stages, evaluation, report)."""
 
-from .run import STAMP, DemoOutputError, claim_output, fingerprint, run_demo
-from .settings import FULL, QUICK, VARIANTS, DemoSize
+from .run import (STAMP, DemoOptions, DemoOutputError, DemoStageError, check_options, claim_output, fingerprint,
+                  locked_output, run_demo)
+from .settings import CPU, GPU, QUICK, SIZES, VARIANTS, DemoSize
 
-__all__ = ["DemoOutputError", "DemoSize", "FULL", "QUICK", "STAMP", "VARIANTS", "claim_output", "fingerprint",
-           "run_demo"]
+__all__ = ["CPU", "DemoOptions", "DemoOutputError", "DemoSize", "DemoStageError", "GPU", "QUICK", "SIZES", "STAMP",
+           "VARIANTS", "check_options", "claim_output", "fingerprint", "locked_output", "run_demo"]

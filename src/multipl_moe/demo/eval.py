@@ -20,23 +20,27 @@ def default_data_dir() -> Path | None:
 
 
 def evaluate_slice(out: Path, models: dict[str, Path], data_dir: Path | None, langs: list[str], problems: int,
-                   max_new_tokens: int) -> tuple[list[str], str]:
+                   max_new_tokens: int, device: str = "cpu", hub: bool = False
+                   ) -> tuple[list[str], str, list[str]]:
+    """(table rows, note, names of the models whose evaluation failed)."""
     from ..cli import main as cli
 
-    data_dir = data_dir or default_data_dir()
-    if data_dir is None:
+    if data_dir is None and not hub:
         return ["(skipped)"], ("No MultiPL-E folder was found (pass --data-dir or set MULTIPL_E_DIR), so the "
-                               "evaluation slice was skipped.")
+                               "evaluation slice was skipped."), []
     rows = ["| model | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
     unavailable: dict[str, str] = {}
+    failures: list[str] = []
     for name, model_dir in models.items():
         dest = out / name
         log(f"   eval {name}: HumanEval first {problems} problems x {','.join(langs)}, greedy")
+        where = ["--data-dir", str(data_dir)] if data_dir is not None else []
         rc = cli(["eval", "--model", str(model_dir), "--benchmark", "humaneval", "--langs", ",".join(langs),
-                  "--data-dir", str(data_dir), "--limit", str(problems), "--greedy",
-                  "--max-new-tokens", str(max_new_tokens), "--out", str(dest), "--no-progress", "--device", "cpu"])
+                  *where, "--limit", str(problems), "--greedy", "--max-new-tokens", str(max_new_tokens),
+                  "--out", str(dest), "--no-progress", "--device", device])
         if rc != 0:
-            rows.append(f"| {name} | " + " | ".join("error" for _ in langs) + " |")
+            failures.append(name)
+            rows.append(f"| {name} | " + " | ".join("FAILED" for _ in langs) + " |")
             continue
         summary = json.loads((dest / "summary.json").read_text())
         unavailable.update(summary.get("unavailable", {}))
@@ -49,10 +53,14 @@ def evaluate_slice(out: Path, models: dict[str, Path], data_dir: Path | None, la
             else:
                 cells.append(f"{100 * r['pass@1']:.1f}% of {r['problems']}")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    note = ("These tiny models (trained for minutes on a few MB of code) score about 0: the point of this stage is "
-            "that the real pipeline ran end to end — completions were generated with the KV cache, cut at the stop "
-            "tokens, compiled and run by the real toolchains in the bubblewrap sandbox, and scored by the unbiased "
-            f"pass@k estimator. Completions and MultiPL-E-format results are under `{out}/<model>/`.")
+    if failures:
+        note = (f"The evaluation FAILED for {', '.join(failures)} (its error is in the demo's log above the report "
+                "line); the other rows are what ran.")
+    else:
+        note = ("Tiny models (trained for minutes on a few MB of code) score about 0: this stage shows that the real "
+                "pipeline ran end to end for every model in the table — completions generated with the KV cache, cut at "
+                "the stop tokens, compiled and run by the real toolchains in the bubblewrap sandbox, and scored by the "
+                f"unbiased pass@k estimator. Completions and MultiPL-E-format results are under `{out}/<model>/`.")
     if unavailable:
         note += " Unavailable toolchains (not scored): " + ", ".join(f"{k} ({v})" for k, v in unavailable.items()) + "."
-    return rows, note
+    return rows, note, failures
