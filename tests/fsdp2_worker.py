@@ -18,7 +18,7 @@ import torch.distributed as dist
 from transformers import AutoModelForCausalLM
 
 from multipl_moe.moe import HybridMoEBlock
-from multipl_moe.presets import resolve_preset
+from multipl_moe.moe.presets import resolve_preset
 from multipl_moe.tiny import tiny_config
 from multipl_moe.training.model_setup import apply_freezing
 from multipl_moe.training.trainer import _global_mean

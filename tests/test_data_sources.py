@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from multipl_moe.data.config import DataConfig, DataError
-from multipl_moe.data.languages import (HIGH_RESOURCE, LOW_RESOURCE, lang_from_path,
+from multipl_moe.languages import (HIGH_RESOURCE, LOW_RESOURCE, lang_from_path,
                                         normalize_lang, resource_group)
 from multipl_moe.data.sources import SourceReport, iter_documents
 
@@ -181,6 +181,6 @@ def test_data_config_validation_names_the_field():
     for kwargs, name in bad:
         with pytest.raises(DataError, match=name.replace(".", r"\.")):
             DataConfig(**kwargs)
-    with pytest.raises(DataError, match="unknown field.*seqlen"):
+    with pytest.raises(DataError, match="unknown key seqlen"):
         DataConfig.from_dict({"seqlen": 5})
     assert DataConfig.from_dict(cfg.to_dict()) == cfg

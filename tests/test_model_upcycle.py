@@ -16,7 +16,7 @@ from multipl_moe.cli import main as cli
 from multipl_moe.modeling import MultiplMoEForCausalLM
 from multipl_moe.modeling.modeling_multipl_moe import output_cache
 from multipl_moe.moe import HybridMoEBlock
-from multipl_moe.presets import resolve_preset
+from multipl_moe.moe.presets import resolve_preset
 from multipl_moe.upcycle import load_dense, upcycle, upcycle_model
 
 

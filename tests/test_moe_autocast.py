@@ -189,7 +189,7 @@ def test_experts_keep_their_dtype_without_autocast():
 # ---------------------------------------------------------------- the whole model
 @pytest.fixture(scope="module")
 def tiny_moe(tiny_base_factory):
-    from multipl_moe.presets import resolve_preset
+    from multipl_moe.moe.presets import resolve_preset
     from multipl_moe.upcycle import load_dense, upcycle_model
 
     def make(preset):

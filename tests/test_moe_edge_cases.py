@@ -7,7 +7,7 @@ import torch
 
 from multipl_moe.moe import ConfigError, HybridMoEBlock, HybridMoEConfig, SegmentMoEConfig, SwiGLUMLP
 from multipl_moe.moe.reference import reference_block, reference_segment_moe_batch
-from multipl_moe.presets import resolve_preset
+from multipl_moe.moe.presets import resolve_preset
 
 H, I = 16, 24
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from multipl_moe.cli import COMMAND_MODULES, build_parser
-from multipl_moe.config_docs import BEGIN, END, reference
+from multipl_moe.config.reference import BEGIN, END, reference
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -26,7 +26,7 @@ def test_readme_command_table_lists_every_subcommand():
 def test_readme_configuration_reference_is_generated_from_the_dataclasses():
     text = README.read_text()
     current = text[text.index(BEGIN):text.index(END) + len(END)]
-    assert current == reference(), "run: python -m multipl_moe.config_docs --write README.md"
+    assert current == reference(), "run: python -m multipl_moe.config.reference --write README.md"
 
 
 def test_readme_opens_with_the_two_commands():

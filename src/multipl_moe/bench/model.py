@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from ..presets import PRESETS
+from ..moe.presets import PRESETS
 from .common import environment, markdown_table, mib, peak_memory_bytes, run_line, time_interleaved
 
 

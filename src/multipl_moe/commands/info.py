@@ -23,7 +23,7 @@ def run(args) -> int:
     from ..model_info import format_info, model_info
     from ..modeling import MultiplMoEConfig
     from ..moe import ConfigError
-    from ..presets import resolve_preset
+    from ..moe.presets import resolve_preset
     from ..upcycle import CheckpointError, check_model_ref, load_base_config
 
     try:

@@ -8,17 +8,8 @@ import math
 from ..errors import UserError
 
 
-def _override(text: str):
-    import yaml
-
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
-
-
 def add_parser(sub) -> None:
-    from ..presets import PRESETS
+    from ..moe.presets import PRESETS
 
     p = sub.add_parser(
         "upcycle", help="turn a dense Hugging Face checkpoint into a MultiPL-MoE checkpoint",
@@ -32,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--base", required=True, help="dense checkpoint: a local directory or a hub id")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     p.add_argument("--preset", default="paper", help="preset name (below) or a YAML file with a `moe:` mapping")
-    p.add_argument("--set", dest="overrides", action="append", default=[], type=_override, metavar="KEY=VALUE",
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a block setting, e.g. --set segment.routing=causal --set token.top_k=3")
     p.add_argument("--moe-layers", default=None,
                    help="comma-separated layer indices to upcycle (default: every layer)")
@@ -47,13 +38,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..moe import ConfigError
-    from ..presets import resolve_preset
+    from ..moe.presets import resolve_preset
     from ..upcycle import CheckpointError, upcycle
 
     if not math.isfinite(args.noise_std) or args.noise_std < 0:
         raise UserError(f"--noise-std must be a finite number >= 0 (got {args.noise_std})")
     try:
-        moe = resolve_preset(args.preset, dict(args.overrides))
+        moe = resolve_preset(args.preset, args.overrides)
         layers = [int(x) for x in args.moe_layers.split(",")] if args.moe_layers else None
         out = upcycle(args.base, args.out, moe, layers, args.noise_std, args.seed, args.dtype, args.force)
     except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError, KeyError) as e:

@@ -11,8 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from multipl_moe.config import check, load
 from multipl_moe.errors import UserError
-from multipl_moe.data.languages import LANGUAGES, normalize_lang, parse_langs
+from multipl_moe.languages import LANGUAGES, normalize_lang, parse_langs
 
 
 class DataError(UserError, ValueError):
@@ -20,8 +21,7 @@ class DataError(UserError, ValueError):
 
 
 def _check(cond: bool, name: str, value: Any, why: str) -> None:
-    if not cond:
-        raise DataError(f"data.{name} = {value!r}: {why}")
+    check(cond, f"data.{name}", value, why, DataError)
 
 
 def _is_int(x: Any) -> bool:
@@ -42,7 +42,7 @@ def _tag(name: str, value: Any) -> str:
 class DataConfig:
     """Where the training text comes from and how it becomes fixed-length blocks."""
 
-    sources: list[str] = field(default_factory=list)
+    sources: list[str] | str = field(default_factory=list)
     """Inputs: JSONL (.jsonl, .jsonl.gz, .json) or Parquet files, folders of them (or of source
     files, labelled by extension), datasets saved with `save_to_disk`, or Hugging Face hub names,
     optionally with query options: `bigcode/the-stack-smol?data_dir=data/rust&split=train`."""
@@ -55,7 +55,7 @@ class DataConfig:
     """Row field holding a file path; None tries `path`, `max_stars_repo_path`, `file_path`."""
     split: str = "train"
     """Split read from hub datasets and saved `DatasetDict`s."""
-    languages: list[str] | None = None
+    languages: list[str] | str | None = None
     """Keep only these languages (tags, names, or the groups `high` = py java cpp and `low` =
     rs go rb lua jl ml r rkt); None keeps every known language found."""
     seq_len: int = 1024
@@ -148,13 +148,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "DataConfig":
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DataError(f"data: unknown field(s) {', '.join(unknown)}; "
-                            f"known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return load(cls, [dict(d or {})], error=DataError)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

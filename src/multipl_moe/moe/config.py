@@ -1,8 +1,11 @@
 """Configuration of the hybrid MoE block (METHOD.md section 2), as nested dataclasses.
 
-These dataclasses are the single source of truth: the YAML presets, the model's Hugging Face config
-(`to_dict` / `from_dict`) and the README's configuration table are all derived from them. Every
-field is validated at construction so that a bad value fails early with the field's name.
+These dataclasses are the single source of truth: the named presets (`presets.py`), the training
+config's `model.moe`, `upcycle --set`, the model's Hugging Face config (`to_dict` / `from_dict`) and
+the README's configuration table are all derived from them. The loader (`multipl_moe.config`) checks
+keys and types from the annotations; every value is validated at construction so that a bad one fails
+early with the field's name. This file is copied into every checkpoint (remote code), so it imports
+only the standard library and keeps its own `_check`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 
 class ConfigError(ValueError):
@@ -34,7 +37,7 @@ class TokenMoEConfig:
     """N_tok, shared expert included (the paper: 6, i.e. 5 routed + 1 shared)."""
     top_k: int = 2
     """K experts per token, shared expert included (the paper: 2 = one routed + the shared one)."""
-    gating: str = "renorm"
+    gating: Literal["renorm", "qwen2_moe"] = "renorm"
     """`renorm`: softmax over all N_tok experts in fp32, then the K selected weights renormalised
     to sum to 1 (the paper). `qwen2_moe`: softmax over the routed experts only, top-(K-1), and a
     sigmoid-gated shared expert, exactly as transformers' Qwen2-MoE (for an exportable baseline)."""
@@ -70,11 +73,11 @@ class SegmentMoEConfig:
     that 45 segments at c = 1.4 over 3 experts give 21 whatever the padding and the device."""
     max_experts_per_segment: int = 4
     """Cap on the experts that may choose one segment (`batch` mode; experts visited in index order)."""
-    pooling: str = "mean"
+    pooling: Literal["mean", "max"] = "mean"
     """Segment representation: `mean` (the paper's text) or `max` (the released code)."""
-    gate_scale: str = "one"
+    gate_scale: Literal["one", "inv_length"] = "one"
     """`one`: gate = router probability; `inv_length`: divided by a, as the released code does."""
-    routing: str = "batch"
+    routing: Literal["batch", "causal"] = "batch"
     """`batch`: the paper's expert choice over the whole batch (not causal: see METHOD.md section 4).
     `causal`: segment p is routed from the pooled representation of segment p-1 of the same
     sequence to its top `causal_top_k` experts; identical in training and in one-token-at-a-time
@@ -127,7 +130,7 @@ class HybridMoEConfig:
 
     token: TokenMoEConfig = field(default_factory=TokenMoEConfig)
     segment: SegmentMoEConfig = field(default_factory=SegmentMoEConfig)
-    fusion: str = "fixed"
+    fusion: Literal["fixed", "preserving"] = "fixed"
     """`fixed`: out = token_weight * y_tok + segment_weight * y_seg (the paper: 0.7 / 0.3).
     `preserving`: out = y_tok + g * y_seg with a learned scalar g initialised to 0, so that a freshly
     upcycled block computes exactly the dense FFN (METHOD.md section 3.3); without a segment level
@@ -140,7 +143,7 @@ class HybridMoEConfig:
     """alpha: weight of the token-level Switch load-balance loss in the returned aux loss."""
     router_z_loss_coef: float = 0.0
     """Weight of the router z-loss (mean squared logsumexp of router logits); 0 disables it."""
-    dispatch: str = "auto"
+    dispatch: Literal["auto", "reference", "grouped"] = "auto"
     """Expert dispatch: `reference` (readable per-expert loop), `grouped` (tokens sorted by expert,
     one grouped matmul per projection), or `auto` (grouped)."""
 
@@ -159,7 +162,15 @@ class HybridMoEConfig:
                    "`preserving` needs token.gating = renorm (qwen2_moe gating adds the shared "
                    "expert on top of the routed ones, so it cannot equal the dense FFN)")
 
+    @property
+    def is_causal(self) -> bool:
+        """Whether a position's output depends only on the tokens up to it (so that the model can
+        generate with the KV cache): true for causal segment routing or without a segment level."""
+        return not self.segment.enabled or self.segment.routing == "causal"
+
     def to_dict(self) -> dict[str, Any]:
+        """The block as the plain mapping stored in the checkpoint's config.json (the only place
+        the tree becomes a dict: the Hugging Face config boundary)."""
         return dataclasses.asdict(self)
 
     @classmethod

@@ -1,48 +1,58 @@
-"""The training configuration: nested dataclasses, loaded from YAML, overridable from the CLI.
+"""The training configuration: one typed tree of dataclasses, loaded from YAML and overrides.
 
-`multipl-moe train CONFIG.yaml optim.lr=1e-5 model.variant=dense` reads the YAML, applies the
-dotted overrides, and validates every field; an unknown key or a bad value fails with the key's
-name before anything is loaded.
+`multipl-moe train CONFIG.yaml optim.lr=1e-5 model.moe.segment.routing=causal` reads the YAML,
+applies the dotted overrides and validates every key and value (`multipl_moe.config`), all before
+any tokenizer or weight is read; a mistake fails in one line that names the key. The MoE block is
+`model.moe`, a `HybridMoEConfig` that starts from a named preset.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from ..errors import UserError
+from ..config import check, read_yaml
+from ..config.loader import build, parse
 from ..data.config import DataConfig
+from ..errors import UserError
+from ..moe.config import ConfigError, HybridMoEConfig
+from ..moe.presets import preset_dict
 
-VARIANTS = ("hybrid-batch", "hybrid-causal", "token-only", "dense", "lora")
-# variant -> the upcycling preset it uses unless `model.preset` says otherwise
-VARIANT_PRESETS = {"hybrid-batch": "paper", "hybrid-causal": "paper-causal", "token-only": "token-only"}
+VARIANTS = ("hybrid", "token-only", "dense", "lora")
+# The block a variant starts from unless `model.preset` names another; keys under `model.moe` go over it.
+VARIANT_PRESETS = {"hybrid": "paper", "token-only": "token-only"}
+# Old spellings, still read with a note: routing now has one name, `model.moe.segment.routing`.
+OLD_VARIANTS = {"hybrid-batch": "batch", "hybrid-causal": "causal"}
 
 
 class TrainConfigError(UserError, ValueError):
     pass
 
 
-def _check(cond: bool, name: str, value: Any, why: str) -> None:
-    if not cond:
-        raise TrainConfigError(f"{name} = {value!r}: {why}")
+def _check(cond: bool, name: str, value, why: str) -> None:
+    check(cond, name, value, why, TrainConfigError)
 
 
 @dataclass
 class ModelConfig:
     base: str = ""
     """Dense base checkpoint (directory or hub id), or an upcycled MultiPL-MoE checkpoint."""
-    variant: str = "hybrid-batch"
-    """hybrid-batch (the paper), hybrid-causal, token-only (upcycled, shared expert frozen),
-    dense (continued pretraining of the base), lora (LoRA adapters on the base, via peft)."""
+    variant: Literal["hybrid", "token-only", "dense", "lora"] = "hybrid"
+    """hybrid (the block in `model.moe`; the paper's routing unless `model.moe.segment.routing: causal`),
+    token-only (upcycled without a segment level), dense (continued pretraining of the base), lora
+    (LoRA adapters on the base, via peft). MoE variants freeze the shared expert."""
     preset: str | None = None
-    """Upcycling preset for MoE variants (default: paper / paper-causal / token-only)."""
-    moe_overrides: dict[str, Any] = field(default_factory=dict)
-    """Dotted block settings applied over the preset, e.g. {"segment.segment_length": 32}."""
+    """Named block (or YAML file with a `moe:` mapping) that `model.moe` starts from (default: paper
+    for hybrid, token-only for token-only)."""
+    moe: HybridMoEConfig = field(default_factory=HybridMoEConfig)
+    """The MoE block of the hybrid and token-only variants: the preset, with the keys set here over it."""
     upcycle_noise_std: float = 0.0
     """Std of Gaussian noise added to each upcycled expert copy (0: exact copies)."""
-    freeze: str = "paper"
+    freeze: Literal["paper", "experts", "all"] = "paper"
     """MoE variants: `paper` (only routed token experts, segment experts and routers train),
     `experts` (all experts incl. the shared one, and routers), `all`."""
     lora_r: int = 16
@@ -63,6 +73,8 @@ class ModelConfig:
                "must be one of paper, experts, all")
         _check(self.upcycle_noise_std >= 0, "model.upcycle_noise_std", self.upcycle_noise_std, "must be >= 0")
         _check(isinstance(self.lora_r, int) and self.lora_r > 0, "model.lora_r", self.lora_r, "must be an integer > 0")
+        _check(self.variant != "token-only" or not self.moe.segment.enabled, "model.moe.segment.num_experts",
+               self.moe.segment.num_experts, "must be 0 for variant token-only")
 
 
 @dataclass
@@ -109,7 +121,7 @@ class TrainConfig:
     """Micro-batches per optimizer step; global batch = micro_batch_size * grad_accum * processes."""
     seed: int = 0
     """Seed of the router init, upcycling noise and data order (not of the validation split)."""
-    precision: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto (bf16 on GPU, fp32 on CPU), bf16, fp32."""
     balance_over_global_batch: bool = False
     """Average the load-balance statistics over all processes before forming the loss."""
@@ -134,10 +146,6 @@ class TrainConfig:
                "must be an integer >= 0")
         _check(self.precision in ("auto", "bf16", "fp32"), "precision", self.precision, "must be auto, bf16 or fp32")
 
-    @property
-    def preset(self) -> str | None:
-        return self.model.preset or VARIANT_PRESETS.get(self.model.variant)
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -155,79 +163,60 @@ def check_output_dir(path: str | Path) -> None:
             return
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """The config of `path` (YAML) with the KEY=VALUE `overrides` over it, every key and value checked.
 
-
-def _coerce_floats(cls, values: dict) -> dict:
-    """YAML 1.1 reads `3e-3` (no dot) as a string: accept it where the field is a float."""
-    out = dict(values)
-    for f in dataclasses.fields(cls):
-        v = out.get(f.name)
-        if isinstance(v, str) and str(f.type).startswith("float"):
-            try:
-                out[f.name] = float(v)
-            except ValueError:
-                pass  # left to the field's own validation, which names it
-    return out
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    top = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - top)
-    if unknown:
-        raise TrainConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(top))}")
-    kwargs = dict(d)
-    for name, cls in _SECTIONS.items():
-        section = kwargs.get(name) or {}
-        if not isinstance(section, dict):
-            raise TrainConfigError(f"{name}: expected a mapping, got {section!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        bad = sorted(set(section) - known)
-        if bad:
-            raise TrainConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in bad)}; known: "
-                                   f"{', '.join(sorted(known))}")
+    The block in `model.moe` starts from the variant's preset (or `model.preset`), so the file and
+    the overrides are read twice: once to learn the variant and the preset, once over the preset."""
+    layers = [(str(path), read_yaml(path, TrainConfigError))] if path is not None else []
+    layers, overrides, routing = _upgrade(layers, list(overrides))
+    ns = parse(TrainConfig, layers, overrides, error=TrainConfigError)
+    preset = ns.model.preset or VARIANT_PRESETS.get(ns.model.variant)
+    if preset is not None:
         try:
-            kwargs[name] = cls(**_coerce_floats(cls, section))
-        except TypeError as e:
-            raise TrainConfigError(f"{name}: {e}") from None
-    try:
-        return TrainConfig(**_coerce_floats(TrainConfig, kwargs))
-    except TypeError as e:
-        raise TrainConfigError(str(e)) from None
+            block = preset_dict(preset, TrainConfigError)
+        except TrainConfigError as e:
+            raise TrainConfigError(f"model.preset: {e}") from None
+        if routing:
+            block = {**block, "segment": {**block.get("segment", {}), "routing": routing}}
+        ns = parse(TrainConfig, [{"model": {"moe": block}}, *layers], overrides, error=TrainConfigError)
+    return build(TrainConfig, ns, TrainConfigError, {ConfigError: "model.moe."})
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    import yaml
-
-    if "=" not in text:
-        raise TrainConfigError(f"override {text!r}: expected KEY=VALUE (e.g. optim.lr=1e-5)")
-    key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
-
-
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    import yaml
-
-    d: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise TrainConfigError(f"config file {path} not found")
-        try:
-            d = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise TrainConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(d, dict):
-            raise TrainConfigError(f"{path}: expected a mapping at the top level")
-    for text in overrides:
-        keys, value = parse_override(text)
-        if keys[:2] == ["model", "moe_overrides"] and len(keys) > 2:  # block settings stay dotted
-            d.setdefault("model", {}).setdefault("moe_overrides", {})[".".join(keys[2:])] = value
+def _upgrade(layers: list, overrides: list[str]) -> tuple[list, list[str], str | None]:
+    """Old spellings, read with a note: `model.variant: hybrid-batch | hybrid-causal` (now `hybrid`
+    with `model.moe.segment.routing`), `model.moe_overrides` (now the typed `model.moe`)."""
+    routing = None
+    for _, d in layers:
+        model = d.get("model")
+        if not isinstance(model, dict):
             continue
-        node = d
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise TrainConfigError(f"override {text!r}: {k} is not a section")
-        node[keys[-1]] = value
-    return config_from_dict(d)
+        if model.get("variant") in OLD_VARIANTS:
+            routing = OLD_VARIANTS[model["variant"]]
+            _note(f"model.variant: {model['variant']}", f"model.variant: hybrid (routing {routing})")
+            model["variant"] = "hybrid"
+        old = model.pop("moe_overrides", None)
+        if isinstance(old, dict):
+            _note("model.moe_overrides", "model.moe")
+            overrides = [f"model.moe.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in old.items()] + overrides
+        elif old is not None:
+            model["moe_overrides"] = old  # left for the loader to reject by name
+    upgraded = []
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key.strip().startswith("model.moe_overrides."):
+            _note("model.moe_overrides.KEY", "model.moe.KEY")
+            text = "model.moe." + text.split("model.moe_overrides.", 1)[1]
+        elif key.strip() == "model.variant" and value.strip() in OLD_VARIANTS:
+            routing = OLD_VARIANTS[value.strip()]
+            _note(f"model.variant={value.strip()}", f"model.variant=hybrid model.moe.segment.routing={routing}")
+            text = "model.variant=hybrid"
+        elif key.strip() == "model.variant":
+            routing = None
+        upgraded.append(text)
+    return layers, upgraded, routing
+
+
+def _note(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; write {new}", FutureWarning, stacklevel=3)
+

@@ -33,7 +33,6 @@ def build_model(cfg: TrainConfig):
     from transformers import AutoConfig, AutoTokenizer
 
     from ..modeling import MultiplMoEConfig, MultiplMoEForCausalLM
-    from ..presets import resolve_preset
     from ..upcycle import CheckpointError, load_dense, upcycle_model
 
     m = cfg.model
@@ -61,11 +60,7 @@ def build_model(cfg: TrainConfig):
             model = get_peft_model(dense, LoraConfig(r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
                                                      target_modules=list(m.lora_targets), task_type="CAUSAL_LM"))
         else:
-            try:
-                moe = resolve_preset(cfg.preset, m.moe_overrides)
-            except (KeyError, ValueError, FileNotFoundError) as e:
-                raise TrainConfigError(f"model.preset / model.moe_overrides: {e}") from None
-            model = upcycle_model(dense, moe, noise_std=m.upcycle_noise_std, seed=cfg.seed)
+            model = upcycle_model(dense, m.moe, noise_std=m.upcycle_noise_std, seed=cfg.seed)
     if isinstance(model, MultiplMoEForCausalLM):
         apply_freezing(model, m.freeze)
     vocab = model.get_input_embeddings().weight.shape[0]
