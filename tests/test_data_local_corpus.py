@@ -8,7 +8,7 @@ import zipfile
 import pytest
 
 from multipl_moe.data import local_corpus as lc
-from multipl_moe.data.languages import lang_from_path, resource_group
+from multipl_moe.languages import lang_from_path, resource_group
 from multipl_moe.data.sources import SourceReport, iter_documents
 
 

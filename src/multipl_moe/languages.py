@@ -1,14 +1,18 @@
-"""Language tags: file extension or language name -> tag, and the high/low-resource grouping.
+"""The language registry: tags, names, file extensions, aliases and groups, for every layer.
 
 Tags are MultiPL-E's short names where MultiPL-E has the language (py, java, cpp, rs, go, rb, lua,
 jl, ml, r, rkt, and js, ts, php, pl, sh, swift, scala, cs, d), so per-language training figures
 line up with per-language benchmark figures without a mapping table; a few others (c, hs, kt) are
-added for corpora such as The Stack.
+added for corpora such as The Stack. Data uses all of them; evaluation can run the ones that
+`evaluation.languages` has execution rules for, and passes those as `within` to `parse_langs`.
 """
 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from typing import Collection, Iterable
+
+from .errors import UserError
 
 # tag -> human name (also the order in which reports list languages)
 LANGUAGES: dict[str, str] = {
@@ -24,6 +28,8 @@ LANGUAGES: dict[str, str] = {
 # without forgetting the high-resource ones.
 HIGH_RESOURCE: tuple[str, ...] = ("py", "java", "cpp")
 LOW_RESOURCE: tuple[str, ...] = ("rs", "go", "rb", "lua", "jl", "ml", "r", "rkt")
+# The languages the paper evaluates on (its tables); MultiPL-T's other low-resource ones come on top.
+PAPER_LANGS: tuple[str, ...] = ("py", "java", "cpp", "rs", "go", "rb")
 
 # Lower-case extension (without the dot) -> tag. `.h` is C, as in The Stack; C++ headers are
 # recognised by their C++-only extensions (the local corpus labels libstdc++'s by where they live).
@@ -60,9 +66,21 @@ _ALIASES: dict[str, str] = {
     "python": "py", "python3": "py", "java": "java", "c++": "cpp", "cplusplus": "cpp",
     "rust": "rs", "golang": "go", "go_test.go": "go", "ruby": "rb", "julia": "jl",
     "ocaml": "ml", "racket": "rkt", "javascript": "js", "typescript": "ts", "perl": "pl",
-    "shell": "sh", "bash": "sh", "c#": "cs", "csharp": "cs", "c-sharp": "cs", "haskell": "hs",
+    "shell": "sh", "bash": "sh", "c#": "cs", "csharp": "cs", "c-sharp": "cs", "c_sharp": "cs", "haskell": "hs",
     "kotlin": "kt",
 }
+
+# Names that stand for several tags in `parse_langs` ("all": every language it may choose from).
+GROUPS: dict[str, tuple[str, ...]] = {"high": HIGH_RESOURCE, "low": LOW_RESOURCE, "paper": PAPER_LANGS}
+_ALL = ("all", "*")
+
+
+class LanguageError(UserError, ValueError, KeyError):
+    """An unknown language, or one the caller cannot use. A ValueError for the data config and a
+    KeyError for evaluation, as the two registries this one replaces raised."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
 
 
 def normalize_lang(name: object) -> str | None:
@@ -83,20 +101,31 @@ def lang_from_path(path: object) -> str | None:
     return EXTENSIONS.get(suffix[1:].lower()) if suffix else None
 
 
-def parse_langs(values) -> list[str]:
-    """Tags from names, tags and the groups `high` / `low` (also comma-separated), in order,
-    without repeats; ValueError naming the first unknown entry."""
+def parse_langs(values: str | Iterable[str], within: Collection[str] | None = None,
+                what: str = "") -> list[str]:
+    """Tags from names, tags and groups (`high`, `low`, `paper`, `all`), comma- or space-separated,
+    in order, without repeats. `within`: the tags the caller can use (evaluation: those with
+    execution rules), in the order `all` lists them; a known language outside them is refused.
+    LanguageError naming the first bad entry; `what` (e.g. "--langs") prefixes the message."""
+    usable = tuple(LANGUAGES) if within is None else tuple(t for t in within if t in LANGUAGES)
+    prefix = f"{what}: " if what else ""
     if isinstance(values, str):
         values = [values]
     out: list[str] = []
     for value in values:
         for name in str(value).replace(",", " ").split():
-            group = {"high": HIGH_RESOURCE, "low": LOW_RESOURCE}.get(name.lower())
-            tag = normalize_lang(name)
-            if group is None and tag is None:
-                raise ValueError(f"unknown language {name!r}; known: high, low, "
-                                 + " ".join(LANGUAGES))
-            out.extend(t for t in (group or (tag,)) if t not in out)
+            key = name.lower()
+            tags = usable if key in _ALL else GROUPS.get(key)
+            if tags is None:
+                tag = normalize_lang(name)
+                if tag is None:
+                    raise LanguageError(f"{prefix}unknown language {name!r}; known: "
+                                        + ", ".join([*GROUPS, "all", *usable]))
+                if tag not in usable:
+                    raise LanguageError(f"{prefix}{LANGUAGES[tag]} ({name!r}) cannot be used here; "
+                                        "choose from: " + ", ".join(usable))
+                tags = (tag,)
+            out.extend(t for t in tags if t in usable and t not in out)
     return out
 
 

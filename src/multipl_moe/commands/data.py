@@ -25,7 +25,7 @@ def parse_size(text: str) -> int | None:
 def _langs(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
-    from multipl_moe.data.languages import parse_langs
+    from multipl_moe.languages import parse_langs
 
     try:
         return parse_langs(values)

@@ -2,7 +2,6 @@
 
 | module | job |
 |---|---|
-| `languages` | extension / language name -> tag (MultiPL-E's short names); high/low-resource groups |
 | `config` | `DataConfig`, the validated data section of the training config; `DataError` |
 | `sources` | read JSONL / Parquet / folders / saved or hub datasets; refuse MultiPL-E; skip report |
 | `local_corpus` | the built-in corpus from the standard-library sources that toolchains ship |
@@ -10,7 +9,8 @@
 | `decontam` | drop documents sharing a long n-gram with MultiPL-E prompts or tests |
 | `packing` | tokenise, pack per language, validation split, language sampling: `build_train_val` |
 
-Names are imported lazily so that `import multipl_moe.data` does not import torch.
+Language tags and groups come from the registry, `multipl_moe.languages`. Names are imported
+lazily so that `import multipl_moe.data` does not import torch.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import importlib
 
 _EXPORTS = {
     "DataConfig": "config", "DataError": "config",
-    "HIGH_RESOURCE": "languages", "LOW_RESOURCE": "languages", "normalize_lang": "languages",
-    "lang_from_path": "languages", "resource_group": "languages",
     "Document": "sources", "SourceReport": "sources", "iter_documents": "sources",
     "build_local_corpus": "local_corpus",
     "train_bpe_tokenizer": "tokenizer", "train_tokenizer_from_corpus": "tokenizer",

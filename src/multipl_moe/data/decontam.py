@@ -88,7 +88,7 @@ class DecontamReport:
     """(document id, benchmark problem) of the first few drops."""
 
     def lines(self) -> list[str]:
-        from multipl_moe.data.languages import sort_langs
+        from multipl_moe.languages import sort_langs
 
         out = [f"decontamination: dropped {sum(self.dropped.values())} of "
                f"{sum(self.checked.values())} documents"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from multipl_moe.data.languages import LANGUAGES, resource_group, sort_langs
+from multipl_moe.languages import LANGUAGES, resource_group, sort_langs
 from multipl_moe.util.atomic import write_jsonl_atomic
 
 # Debian packages that provide each language's sources (named in the "missing" report).

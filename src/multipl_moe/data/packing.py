@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from multipl_moe.data.config import DataConfig, DataError
 from multipl_moe.data.decontam import DecontamReport
-from multipl_moe.data.languages import sort_langs
+from multipl_moe.languages import sort_langs
 from multipl_moe.data.sources import Document, SourceReport, documents_from_config
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qsl
 
 from multipl_moe.data.config import DataConfig, DataError
-from multipl_moe.data.languages import EXTENSIONS, lang_from_path, normalize_lang, sort_langs
+from multipl_moe.languages import EXTENSIONS, lang_from_path, normalize_lang, sort_langs
 
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
 PATH_FIELDS = ("path", "max_stars_repo_path", "file_path", "filename", "ext", "extension")
@@ -83,7 +83,7 @@ class SourceReport:
         return out
 
     def table(self) -> str:
-        from multipl_moe.data.languages import LANGUAGES, resource_group
+        from multipl_moe.languages import LANGUAGES, resource_group
 
         rows = [f"{'lang':<6} {'name':<11} {'group':<6} {'docs':>8} {'bytes':>13}"]
         for lang in sort_langs(self.docs):

@@ -19,7 +19,9 @@ normally (checked: 0 of 360 verdicts differ with and without the speed-ups):
 - "exit code 0" is never enough on its own: rackunit reports failures on stderr and exits 0 (so
   Racket needs an empty stderr, as in MultiPL-E), and Go needs no `FAIL` line as well as exit 0.
 
-Nothing here runs anything; `sandbox` runs a `Plan`, `toolchains` checks availability.
+Nothing here runs anything; `sandbox` runs a `Plan`, `toolchains` checks availability. Names,
+aliases and groups come from the registry (`multipl_moe.languages`); this module adds only how to
+run each language that MultiPL-E can judge.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
+
+from .. import languages as registry
+from ..languages import PAPER_LANGS  # noqa: F401 (evaluation's default set, named here too)
 
 # The only PATH programs see, sandboxed or not: system toolchains, never a user's ~/.cargo or
 # pyenv shims (the sandbox does not mount home directories, and verdicts must not depend on mode).
@@ -86,7 +91,6 @@ def _go_status(exit_code: int, stdout: str, stderr: str) -> str:
 @dataclass(frozen=True)
 class Language:
     code: str                                  # MultiPL-E's short name: py, java, cpp, ...
-    name: str                                  # for humans: "C++"
     source: str                                # file the program is written to
     run: tuple[str, ...]
     compile: tuple[str, ...] | None = None
@@ -101,6 +105,11 @@ class Language:
     syntax_markers: tuple[str, ...] = ()
     probe: str = ""                            # a tiny program that must pass if all works
     not_packaged: str = ""                     # why `make toolchains` cannot install it
+
+    @property
+    def name(self) -> str:
+        """For humans: "C++" (from the registry)."""
+        return registry.LANGUAGES[self.code]
 
     def status(self, exit_code: int, stdout: str, stderr: str) -> str:
         """Status of a run that compiled, finished in time and stayed within its limits."""
@@ -155,9 +164,9 @@ _GO_ENV = {"GOCACHE": "/tmp/.cache/go-build", "GOPATH": "/tmp/go", "GOPROXY": "o
            "GOTOOLCHAIN": "local", "GO111MODULE": "on", "GOFLAGS": "-count=1"}
 
 LANGUAGES: dict[str, Language] = {lang.code: lang for lang in [
-    Language("py", "Python", "prog.py", run=("python3", "prog.py"), tools=("python3",),
+    Language("py", "prog.py", run=("python3", "prog.py"), tools=("python3",),
              packages=("python3",), syntax_markers=("SyntaxError",), probe="import sys\n"),
-    Java("java", "Java", "Problem.java",
+    Java("java", "Problem.java",
          compile=("javac", "-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC",
                   "-encoding", "UTF8", "-cp", JAVATUPLES_JAR, "-d", ".", "Problem.java"),
          run=("java", "-ea", "-cp", f".:{JAVATUPLES_JAR}", "Problem"),
@@ -165,54 +174,47 @@ LANGUAGES: dict[str, Language] = {lang.code: lang for lang in [
          packages=("openjdk-17-jdk-headless", "libjavatuples-java"), limit_address_space=False,
          probe="import org.javatuples.*;\nclass Problem { public static void main(String[] a)"
                " { assert Pair.with(1l, 2l).getValue1() == 2l; } }\n"),
-    Cpp("cpp", "C++", "prog.cpp", compile=("g++", "prog.cpp", "-o", "prog", "-std=c++17"),
+    Cpp("cpp", "prog.cpp", compile=("g++", "prog.cpp", "-o", "prog", "-std=c++17"),
         run=("./prog",), tools=("g++",), packages=("g++",),
         probe="#include<assert.h>\n#include<bits/stdc++.h>\nint main() { assert(1); }\n"),
-    Language("rs", "Rust", "prog.rs", compile=("rustc", "prog.rs", "-o", "prog"), run=("./prog",),
+    Language("rs", "prog.rs", compile=("rustc", "prog.rs", "-o", "prog"), run=("./prog",),
              tools=("rustc",), packages=("rustc",), probe="fn main() {}\n"),
-    Go("go", "Go", "main_test.go", run=("go", "test"), run_timeout=30.0, tools=("go",),
+    Go("go", "main_test.go", run=("go", "test"), run_timeout=30.0, tools=("go",),
        packages=("golang-go",), env=_GO_ENV, status_rule=_go_status,
        probe='package probe_test\n\nimport "testing"\n\nfunc TestProbe(t *testing.T) {}\n'),
-    Language("rb", "Ruby", "prog.rb", run=("ruby", "prog.rb"), tools=("ruby",),
+    Language("rb", "prog.rb", run=("ruby", "prog.rb"), tools=("ruby",),
              packages=("ruby", "ruby-test-unit"), syntax_markers=("syntax error", "SyntaxError"),
              probe="require 'test/unit'\n"),
-    Language("lua", "Lua", "prog.lua", run=("lua", "prog.lua"), tools=("lua",),
+    Language("lua", "prog.lua", run=("lua", "prog.lua"), tools=("lua",),
              packages=("lua5.4", "lua-unit"), probe="lu = require('luaunit')\n"),
-    Language("jl", "Julia", "prog.jl", run=("julia", "prog.jl"), run_timeout=5.0,
+    Language("jl", "prog.jl", run=("julia", "prog.jl"), run_timeout=5.0,
              tools=("julia",), syntax_markers=("syntax:", "ParseError"), probe="using Test\n",
              limit_address_space=False,  # like the JVM, Julia reserves address space up front
              not_packaged="Julia is not packaged in Debian; install it from julialang.org "
                           "into /usr/local or /usr"),
-    Language("ml", "OCaml", "prog.ml", run=("ocaml", "prog.ml"), tools=("ocaml",),
+    Language("ml", "prog.ml", run=("ocaml", "prog.ml"), tools=("ocaml",),
              packages=("ocaml",), syntax_markers=("Syntax error",), probe="let () = ()\n"),
-    Language("r", "R", "prog.r", run=("Rscript", "prog.r"), tools=("Rscript",),
+    Language("r", "prog.r", run=("Rscript", "prog.r"), tools=("Rscript",),
              packages=("r-base-core",), syntax_markers=("unexpected",), probe="invisible(1)\n"),
-    Language("rkt", "Racket", "prog.rkt", run=("racket", "prog.rkt"), tools=("racket",),
+    Language("rkt", "prog.rkt", run=("racket", "prog.rkt"), tools=("racket",),
              packages=("racket",), status_rule=_racket_status,
              probe="#lang racket\n(require rackunit)\n(check-equal? 1 1)\n"),
 ]}
 
-# The paper's languages, then MultiPL-T's low-resource ones.
-PAPER_LANGS = ("py", "java", "cpp", "rs", "go", "rb")
 ALL_LANGS = tuple(LANGUAGES)
-
-_ALIASES = {"python": "py", "python3": "py", "c++": "cpp", "rust": "rs", "golang": "go",
-            "go_test.go": "go", "ruby": "rb", "julia": "jl", "ocaml": "ml", "racket": "rkt"}
+assert set(ALL_LANGS) <= set(registry.LANGUAGES), "execution rules for a language the registry lacks"
 
 
 def canonical(tag: str) -> str:
-    """MultiPL-E `language` field or a user's name for a language -> our code (KeyError if none)."""
-    t = tag.strip().lower()
-    t = _ALIASES.get(t, t)
-    if t not in LANGUAGES:
+    """MultiPL-E `language` field or a user's name for a language -> our code; KeyError if it is
+    not one we can run."""
+    code = registry.normalize_lang(tag)
+    if code not in LANGUAGES:
         raise KeyError(tag)
-    return t
+    return code
 
 
-def parse_langs(text: str) -> list[str]:
-    """'py,java,cpp' or 'all' or 'paper' -> codes (KeyError on an unknown one)."""
-    if text.strip() in ("all", "*"):
-        return list(ALL_LANGS)
-    if text.strip() == "paper":
-        return list(PAPER_LANGS)
-    return list(dict.fromkeys(canonical(t) for t in text.split(",") if t.strip()))
+def parse_langs(text: str, what: str = "--langs") -> list[str]:
+    """'py,java,cpp', 'paper', 'low', 'all' ... -> codes we can run (registry.LanguageError, a
+    KeyError and a UserError, naming an unknown or unrunnable one)."""
+    return registry.parse_langs(text, within=LANGUAGES, what=what)

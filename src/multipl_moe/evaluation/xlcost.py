@@ -30,6 +30,7 @@ import tokenize
 from pathlib import Path
 from typing import Sequence
 
+from .. import languages as registry
 from .codebleu import DEFAULT_WEIGHTS, codebleu
 from ..util.tables import markdown_table
 
@@ -37,8 +38,9 @@ LANGUAGES = ("Python", "Java", "Javascript", "C++", "C", "Csharp", "PHP")
 LEVELS = ("snippet", "program")
 SPLIT_FILES = {"train": "train.json", "validation": "valid.json", "test": "test.json"}
 HUB_DATASET = "codeparrot/xlcost-text-to-code"
-ALIASES = {"py": "Python", "js": "Javascript", "cpp": "C++", "cs": "Csharp", "c#": "Csharp",
-           "c_sharp": "Csharp"}
+# registry tag -> XLCoST's name for the language
+XLCOST_NAMES = {"py": "Python", "java": "Java", "js": "Javascript", "cpp": "C++", "c": "C",
+                "cs": "Csharp", "php": "PHP"}
 TEMPLATE = "Text: {text}\n{language}:"
 JOURNAL = "generations.jsonl"
 SCORES = "codebleu.jsonl"
@@ -47,17 +49,9 @@ _MARKER_RE = re.compile(r"(?<!\S)(NEW_LINE|INDENT|DEDENT)(?!\S)")
 
 
 def parse_langs(spec: str) -> list[str]:
-    """`Python,java,cpp` -> XLCoST names; 'all' for the seven. KeyError for an unknown one."""
-    if spec.strip() == "all":
-        return list(LANGUAGES)
-    out = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        name = ALIASES.get(part.lower()) or next(
-            (lang for lang in LANGUAGES if lang.lower() == part.lower()), None)
-        if name is None:
-            raise KeyError(part)
-        out.append(name)
-    return out
+    """`Python,java,cpp` -> XLCoST names; 'all' for the seven. A LanguageError (KeyError,
+    UserError) names an unknown one or one XLCoST lacks."""
+    return [XLCOST_NAMES[t] for t in registry.parse_langs(spec, within=XLCOST_NAMES, what="--langs")]
 
 
 def config_name(language: str, level: str) -> str:

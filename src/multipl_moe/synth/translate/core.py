@@ -7,16 +7,14 @@ import re
 
 from . import Dropped, PyProblem, TARGETS, TranslatedProblem
 from .pytypes import Untranslatable, conform, parse_type
+from ...languages import normalize_lang
 from .targets import TARGET_CLASSES, Target
 
 _TARGETS: dict[str, Target] = {code: cls() for code, cls in TARGET_CLASSES.items()}
-_ALIASES = {"go_test.go": "go", "racket": "rkt", "ocaml": "ml", "julia": "jl", "rust": "rs",
-            "golang": "go", "ruby": "rb"}
 
 
 def target(lang: str) -> Target | None:
-    code = lang.strip().lower()
-    return _TARGETS.get(_ALIASES.get(code, code))
+    return _TARGETS.get(normalize_lang(lang) or lang.strip().lower())
 
 
 # --- the Python function --------------------------------------------------------------------
