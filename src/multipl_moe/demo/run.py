@@ -463,6 +463,9 @@ def _run(opts: DemoOptions) -> Path:
     log("5/6 MultiPL-E slice: generation, sandboxed execution, pass@1")
     from .eval import evaluate_slice
 
+    # Always evaluated afresh (it takes a minute): completions left by an earlier run may come from
+    # other MultiPL-E files or another --eval-langs.
+    shutil.rmtree(out / "eval", ignore_errors=True)
     pass_at_1, eval_note, failures = evaluate_slice(
         out / "eval", {"base": Path(base), **{v: rs[seeds[0]] / "final" for v, rs in runs.items()}},
         opts.data_dir, opts.eval_langs or ["py", *low], size.eval_problems, size.max_new_tokens, size.device,
