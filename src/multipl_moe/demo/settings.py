@@ -124,8 +124,10 @@ def train_overrides(size: DemoSize, *, base: str | Path, train_file: Path, out: 
     """The training config of one demo run, as `multipl-moe train` overrides."""
     eval_every = max(1, steps // size.evals)
     weight_map = ", ".join(f"{lang}: {w:.6g}" for lang, w in weights.items())
+    # The demo's run names; in the training config routing is `model.moe.segment.routing` alone.
+    model_variant, _, routing = variant.partition("-") if variant.startswith("hybrid-") else (variant, "", "")
     return [
-        f"model.base={base}", f"model.variant={variant}", f"data.sources=[{train_file}]",
+        f"model.base={base}", f"model.variant={model_variant}", f"data.sources=[{train_file}]",
         f"data.languages=[{','.join(weights)}]", f"data.seq_len={size.seq_len}",
         f"data.val_fraction={size.val_fraction}", f"data.val_max_blocks_per_lang={size.heldout_blocks}",
         f"data.sampling_weights={{{weight_map}}}", "data.seed=0",
@@ -133,5 +135,6 @@ def train_overrides(size: DemoSize, *, base: str | Path, train_file: Path, out: 
         f"optim.warmup_steps={max(1, steps // 10)}", f"seed={seed}", f"output_dir={out}",
         f"log_every={eval_every}", f"eval_every={eval_every}", f"save_every={steps}", "eval_batches=0",
         f"precision={size.precision}", "tensorboard=false",
-        f"model.moe_overrides.segment.segment_length={size.segment_length}",
+        f"model.moe.segment.segment_length={size.segment_length}",
+        *([f"model.moe.segment.routing={routing}"] if routing else []),
     ]
