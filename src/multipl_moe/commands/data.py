@@ -73,7 +73,7 @@ def add_parser(subparsers) -> None:
                    help="skip files larger than this (default: 256k)")
     q.add_argument("--langs", nargs="+", default=None,
                    help="only these languages, or the groups high / low (default: all)")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_local_corpus)
 
     q = sub.add_parser("stats", help="per-language documents and bytes, and what was skipped")
@@ -83,10 +83,13 @@ def add_parser(subparsers) -> None:
     q = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a corpus")
     q.add_argument("--corpus", nargs="+", required=True, help="corpus input(s), as for `stats`")
     q.add_argument("--out", required=True, help="output folder (save_pretrained)")
-    q.add_argument("--vocab-size", type=int, default=4096)
-    q.add_argument("--min-frequency", type=int, default=2)
-    q.add_argument("--text-field", default="content")
-    q.add_argument("--lang-field", default="lang")
+    q.add_argument("--vocab-size", type=int, default=4096,
+                   help="tokens in the vocabulary, special tokens included (default: %(default)s)")
+    q.add_argument("--min-frequency", type=int, default=2,
+                   help="a pair of tokens is merged only if it occurs at least this often "
+                   "(default: %(default)s)")
+    q.add_argument("--text-field", default="content", help="row field with the text (default: content)")
+    q.add_argument("--lang-field", default="lang", help="row field with the language (default: lang)")
     q.set_defaults(func=cmd_tokenizer)
 
     q = sub.add_parser("decontam", help="drop documents sharing long n-grams with MultiPL-E")
@@ -99,13 +102,24 @@ def add_parser(subparsers) -> None:
     q = sub.add_parser("pack", help="dry run of the training data: blocks, split and weights")
     _input_args(q)
     q.add_argument("--tokenizer", required=True, help="tokenizer folder or hub name")
-    q.add_argument("--seq-len", type=int, default=1024)
-    q.add_argument("--val-fraction", type=float, default=0.01)
-    q.add_argument("--temperature", type=float, default=1.0)
-    q.add_argument("--weights", default=None, help="explicit weights: py=0.3,rs=0.7")
-    q.add_argument("--decontaminate", action="store_true")
-    q.add_argument("--streaming", action="store_true")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seq-len", type=int, default=1024, help="tokens per packed block (default: %(default)s)")
+    q.add_argument("--val-fraction", type=float, default=0.01,
+                   help="share of documents held out for validation, chosen by a hash of each text "
+                   "(default: %(default)s)")
+    q.add_argument("--temperature", type=float, default=1.0,
+                   help="T in p_lang ∝ tokens_lang^(1/T): 1 samples in proportion to size, larger T "
+                   "flattens towards uniform (default: %(default)s; ignored with --weights)")
+    q.add_argument("--weights", default=None,
+                   help="explicit sampling weights instead of --temperature, e.g. py=0.3,rs=0.7 "
+                   "(normalised; languages left out get 0)")
+    q.add_argument("--decontaminate", action="store_true",
+                   help="drop documents sharing a 13-gram with a MultiPL-E prompt or test "
+                   "(as `data decontam`)")
+    q.add_argument("--streaming", action="store_true",
+                   help="read, tokenise and pack on the fly (corpora larger than memory) instead of "
+                   "all at once")
+    q.add_argument("--seed", type=int, default=0,
+                   help="seed of the train/validation split and of the order (default: %(default)s)")
     q.set_defaults(func=cmd_pack)
 
 

@@ -141,7 +141,9 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _has_eval_files(out: Path) -> bool:
-    return any(formats.completion_files(out)) or any(formats.results_files(out))
+    """Completion or results files where eval puts them (`<benchmark>-<lang>/`)."""
+    return any(formats.completion_files(p) or formats.results_files(p) for p in out.iterdir()
+               if p.is_dir() and _STAGE_FOLDER.fullmatch(p.name))
 
 
 @dataclass
