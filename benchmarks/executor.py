@@ -1,6 +1,7 @@
-"""Executor benchmark (issue 6, part 3): programs/s per language, sandboxed vs not.
+"""Executor benchmark (issues 6 and 18): programs/s and CPU per program, per language and for the
+whole set, ours sandboxed and not, and MultiPL-E's own executor beside it when given a checkout.
 
-    python benchmarks/executor.py [--quick] [--repeats 3] [--out runs/bench]
+    python benchmarks/executor.py [--quick] [--repeats 3] [--out runs/bench] [--peer-multipl-e DIR]
 
 Same code and output as `multipl-moe bench --parts executor` (src/multipl_moe/bench/executor.py).
 """

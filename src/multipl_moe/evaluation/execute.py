@@ -377,7 +377,8 @@ def _write_manifest(root: Path, summary: ExecutionSummary, checked: set[str], ru
         "limits": runner.limits.__dict__,
         "toolchain_cache": {"cpp_precompiled_header": ctx.pch_dir is not None,
                             "go_build_cache": ctx.go_cache is not None,
-                            "javac_archive": ctx.javac_archive is not None},
+                            "javac_archive": ctx.javac_archive is not None,
+                            "rust_shared_std": ctx.rust_shared_std},
         "unavailable": unavailable,
     }
     formats.write_json_atomic(path, manifest, indent=2)

@@ -16,7 +16,9 @@ Per run, a private cache folder (read-only for programs, removed by `close()`) g
 the slow toolchains fast without changing a verdict (measured on a MultiPL-E program):
 - C++: `<bits/stdc++.h>` precompiled once (about 4 s): parsing it is ~1 s of g++'s 1.2 s;
 - Go: a GOCACHE warmed with testing + fmt: 1.3 s -> 0.25 s per `go test`;
-- Java: a class-data-sharing archive of javac's classes: about 0.2 s off each javac.
+- Java: a class-data-sharing archive of javac's classes: about 0.2 s off each javac;
+- Rust: no artefact, but programs link against the shared libstd (`languages.Rust`), if the
+  probe passes that way; otherwise the probe is repeated with MultiPL-E's plain `rustc`.
 The artefacts are built on the host from trusted inputs only (system headers, a fixed file).
 `execute` builds them while the programs of the other languages run.
 """
@@ -134,7 +136,8 @@ class Toolchains:
     def __init__(self, runner: Runner, use_cache: bool = True):
         self.runner = runner
         self.use_cache = use_cache
-        self.context = ToolchainContext()
+        # Without the cache (--no-toolchain-cache) every plan is MultiPL-E's reference command.
+        self.context = ToolchainContext(rust_shared_std=use_cache)
         self.unavailable: dict[str, str] = {}
         self._cache: Path | None = None
         self._visible = ""  # the cache folder as programs see it
@@ -182,6 +185,10 @@ class Toolchains:
         if out.compiled and not out.timed_out and lang.status(
                 out.exit_code, out.stdout, out.stderr) == "OK":
             return None
+        if code == "rs" and self.context.rust_shared_std:
+            # No shared libstd where programs run: link statically, as MultiPL-E does.
+            self.context = replace(self.context, rust_shared_std=False)
+            return self._probe(code)
         tail = (out.stderr.strip() or out.stdout.strip())[-300:]
         return f"probe program failed: {tail or f'exit code {out.exit_code}'}"
 
