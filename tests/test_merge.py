@@ -131,6 +131,7 @@ class RefMoE(nn.Module):
     def forward(self, x):
         probs = torch.softmax(x.float() @ self.gate.T, -1)
         top, idx = probs.topk(self.k, -1)
+        self.top1 = idx[..., 0]
         top = top / top.sum(-1, keepdim=True)
         outs = torch.stack([m(x) for m in self.mlps], -2)  # [B, S, E, H]
         y = (outs.gather(-2, idx[..., None].expand(*idx.shape, x.shape[-1])) * top[..., None]).sum(-2)
@@ -268,6 +269,41 @@ def test_qwen_moe_with_a_named_shared_expert_and_its_gate(models, tiny_tokenizer
     ref = reference(base, experts[:2], gates[:, :2], 1, shared=experts[2], shared_gate_LH=gates[:, 2])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids_batch()).logits, ref(ids_batch()).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_routing_accuracy_counts_the_tokens_each_layer_sends_to_their_own_expert(models, tmp_path):
+    from multipl_moe.merge.routing import routing_accuracy
+
+    base, experts = models("llama")
+    merged = load(merge(config(base, experts), tmp_path / "m"))
+    gates = torch.stack([layer.mlp.gate.weight for layer in merged.model.layers])
+    ref = reference(base, experts, gates, 1)
+    tok = base_tokenizer(base)
+    texts = [PROMPTS[(e + 1) % 3] + PROMPTS[e] for e in range(3)]  # partly another expert's text
+    got = routing_accuracy(merged, tok, texts)
+    want = torch.zeros(2, 3)
+    for e, docs in enumerate(texts):
+        n = 0
+        for doc in docs:
+            with torch.no_grad():
+                ref(torch.tensor([[tok.bos_token_id] + tok(doc, add_special_tokens=False)["input_ids"]]))
+            for l, layer in enumerate(ref.model.layers):
+                want[l, e] += (layer.mlp.top1[0, 1:] == e).sum()
+            n += len(tok(doc, add_special_tokens=False)["input_ids"])
+        want[:, e] /= n
+    torch.testing.assert_close(got, want)
+    assert 0 < float(got.mean()) < 1
+
+
+def test_qlora_is_refused_in_one_line_without_a_cuda_gpu():
+    from multipl_moe.errors import UserError
+    from multipl_moe.merge.qlora import qlora_model
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the refusal is for CPU-only machines")
+    with pytest.raises(UserError) as e:
+        qlora_model("any-base")
+    assert "not supported on CPU" in str(e.value) and "\n" not in str(e.value)
 
 
 # ------------------------------------------------------------------ LoRA experts
@@ -438,6 +474,7 @@ BAD = {
 def test_each_bad_config_gives_its_one_line_error_and_writes_nothing(case, models, tmp_path, capsys):
     cfg_path = _yaml(tmp_path, _bad(models, tmp_path, case))
     out = tmp_path / "out"
+    capsys.readouterr()  # what building the input models printed
     assert cli(["merge", str(cfg_path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("multipl-moe merge: error: "), err

@@ -60,6 +60,7 @@ def check_architectures(base: str, refs: dict[str, str]):
         if adapter:
             if not (Path(adapter) / "adapter_config.json").is_file():
                 raise MergeError(f"{where}: {adapter} is not a PEFT adapter directory (no adapter_config.json)")
+            _check_lora(adapter, where)
             if model is None:
                 continue  # applied to the base itself
             ref = model
@@ -84,16 +85,22 @@ def load_model(ref: str, base_model, base: str, where: str):
         return _load(ref, where)
     from peft import PeftModel
 
-    with open(Path(adapter) / "adapter_config.json") as f:
-        peft_type = json.load(f).get("peft_type", "LORA")
-    if peft_type != "LORA":
-        raise MergeError(f"{where}: {adapter} is a {peft_type} adapter; only LoRA adapters can be merged")
+    _check_lora(adapter, where)
     host = copy.deepcopy(base_model) if model_ref is None else _load(model_ref, where)
     try:
         return PeftModel.from_pretrained(host, adapter).merge_and_unload().eval()
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise MergeError(f"{where}: cannot apply the adapter {adapter} to {model_ref or base}: "
                          f"{' '.join(str(e).split())[:300]}") from None
+
+
+def _check_lora(adapter: str, where: str) -> None:
+    try:
+        peft_type = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("peft_type", "LORA")
+    except (OSError, ValueError) as e:
+        raise MergeError(f"{where}: {adapter}/adapter_config.json is unreadable ({e})") from None
+    if peft_type != "LORA":
+        raise MergeError(f"{where}: {adapter} is a {peft_type} adapter; only LoRA adapters can be merged")
 
 
 def _load(ref: str, where: str):
