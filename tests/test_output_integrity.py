@@ -405,3 +405,92 @@ def test_data_options_have_help_texts():
                for name, p in subs.choices.items() for act in p._actions
                if act.help is None and act.dest != "help"]
     assert not missing, missing
+
+
+# training: resolved config and provenance at the start, W&B beside TensorBoard --------------------
+
+class StandInWandb:
+    """Records what the trainer asks of `wandb` (the real one is an optional dependency)."""
+
+    def __init__(self):
+        import types
+
+        self.inits, self.logged, self.finished = [], [], 0
+        self.module = types.ModuleType("wandb")
+        self.module.init = self.init
+        self.module.util = types.SimpleNamespace(generate_id=lambda: "run-abc123")
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        outer = self
+
+        class Run:
+            def log(self, data, step=None):
+                outer.logged.append((step, data))
+
+            def finish(self):
+                outer.finished += 1
+        return Run()
+
+
+@pytest.fixture
+def train_inputs(tmp_path, tiny_base_factory):
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [{"content": f"def f{i}(x):\n    return x + {i}\n" * 6, "lang": "py"} for i in range(40)]
+    rows += [{"content": f"func g{i}(x int) int {{\n\treturn x * {i}\n}}\n" * 6, "lang": "go"}
+             for i in range(40)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return corpus, tiny_base_factory("qwen2")
+
+
+def train_args(inputs, out, *extra):
+    corpus, base = inputs
+    return ["train", str(REPO / "configs" / "tiny-cpu.yaml"), f"model.base={base}", "model.variant=dense",
+            f"data.sources=[{corpus}]", f"output_dir={out}", "data.seq_len=32", "data.val_fraction=0.2",
+            "micro_batch_size=2", "steps=2", "log_every=1", "eval_every=1000", "save_every=1000", *extra]
+
+
+def test_train_writes_resolved_config_and_provenance_and_logs_to_wandb(train_inputs, tmp_path,
+                                                                      monkeypatch):
+    from multipl_moe.training import load_config
+
+    wb = StandInWandb()
+    monkeypatch.setitem(sys.modules, "wandb", wb.module)
+    monkeypatch.setenv("WANDB_PROJECT", "proj")
+    out = tmp_path / "run"
+    assert cli.main(train_args(train_inputs, out, "report_to=[tensorboard,wandb]")) == 0
+    # the resolved config reads back as the very config that ran
+    args = train_args(train_inputs, out, "report_to=[tensorboard,wandb]")
+    ran = load_config(args[1], args[2:])
+    ran.data.shuffle_seed = ran.seed   # resolved by the trainer: the run's seed picks the order
+    again = load_config(out / "config.yaml")
+    assert again.to_dict() == ran.to_dict()
+    assert again.output_dir == str(out) and again.steps == 2 and again.model.variant == "dense"
+    record = json.loads((out / "run.json").read_text())["runs"]
+    assert len(record) == 1 and record[0]["resumed_from"] is None
+    assert set(record[0]["provenance"]["libraries"]) == set(LIBRARIES)
+    final = json.loads((out / "final" / "multipl_moe_provenance.json").read_text())
+    assert final["libraries"]["transformers"] and "git" in final
+    # W&B got the run, the same scalars as TensorBoard, and was closed
+    (init,) = wb.inits
+    assert init["project"] == "proj" and init["id"] == "run-abc123" and init["resume"] == "allow"
+    assert init["config"]["steps"] == 2
+    assert (out / "wandb-run-id").read_text().strip() == "run-abc123"
+    tags = {tag for _, d in wb.logged for tag in d}
+    assert "train/loss" in tags and {s for s, _ in wb.logged} == {1, 2} and wb.finished == 1
+    assert any((out / "tensorboard").iterdir())
+
+
+def test_train_asking_for_wandb_without_it_is_one_line(train_inputs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)   # `import wandb` raises ImportError
+    out = tmp_path / "run"
+    err = one_line_error(capsys, cli.main(train_args(train_inputs, out, "report_to=[wandb]")))
+    assert "pip install 'multipl-moe[wandb]'" in err
+    assert not out.exists()   # told before anything was written
+
+
+def test_upcycled_checkpoint_says_what_wrote_it(tiny_base_factory, tmp_path):
+    out = tmp_path / "moe"
+    assert cli.main(["upcycle", "--base", str(tiny_base_factory("qwen2")), "--out", str(out)]) == 0
+    p = json.loads((out / "multipl_moe_provenance.json").read_text())
+    assert set(p["libraries"]) == set(LIBRARIES) and p["multipl_moe"]

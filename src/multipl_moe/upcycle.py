@@ -150,6 +150,9 @@ def save_checkpoint(model, out: str | Path, tokenizer_source: str | None = None,
             print(f"note: {tokenizer_source} has no tokenizer, so {out} is written without one", file=sys.stderr)
         if isinstance(model, MultiplMoEForCausalLM):
             write_remote_code(tmp)
+        from .util.provenance import write_beside
+
+        write_beside(tmp)   # issue 14: versions and git commit of what wrote it
     return Path(out)
 
 

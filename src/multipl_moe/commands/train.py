@@ -31,5 +31,10 @@ def run(args) -> int:
     from ..training.trainer import train
 
     cfg = load_config(args.config, args.overrides)
+    from ..util.checkpoints import check_train_inputs
+
+    # issue 14: a missing base or corpus is named with the commands that make it, in ms, not
+    # after minutes of hub retries
+    check_train_inputs(args.config, cfg.model.base, list(cfg.data.sources))
     train(cfg, resume=args.resume)
     return 0

@@ -38,6 +38,9 @@ from . import formats
 MANIFEST = "eval-run.json"
 KIND = "multipl-moe eval"
 _PROBLEM_KEYS = ("language", "prompt", "tests", "stop_tokens")
+# Files of a checkpoint that change no completion: its provenance note (a time in it would make
+# a byte-identical model written again look like another one).
+NOT_MODEL = {"multipl_moe_provenance.json", "README.md"}
 
 
 class ReuseMismatch(UserError):
@@ -59,7 +62,7 @@ def checkpoint_files(model_dir: Path, known: dict | None = None) -> dict[str, di
     known = known or {}
     files = {}
     for entry in sorted(os.scandir(model_dir), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_file():
+        if entry.name.startswith(".") or entry.name in NOT_MODEL or not entry.is_file():
             continue
         st = entry.stat()
         old = known.get(entry.name)

@@ -136,7 +136,12 @@ class TrainConfig:
     keep_last: int = 2
     """Checkpoints kept on disk."""
     tensorboard: bool = True
-    """Also write TensorBoard event files (the JSONL log is always written)."""
+    """Also write TensorBoard event files (the JSONL log is always written); false drops
+    `tensorboard` from `report_to`."""
+    report_to: list[Literal["tensorboard", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
+    """Loggers beside metrics.jsonl, as in Hugging Face's Trainer: tensorboard (event files in
+    output_dir/tensorboard), wandb (Weights & Biases: `pip install multipl-moe[wandb]`; project
+    from $WANDB_PROJECT, offline with WANDB_MODE=offline); [] for neither."""
 
     def __post_init__(self):
         for name in ("steps", "micro_batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):

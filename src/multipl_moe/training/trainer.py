@@ -142,6 +142,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     out = Path(cfg.output_dir)
     check_output_dir(out)
+    from .loggers import check as check_loggers
+
+    check_loggers(cfg)   # a missing optional logger is told before minutes of loading
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and torch.cuda.is_available())
     # cpu=True without a GPU: Accelerate then runs several launched processes over gloo (without it,
     # each CPU process would silently train alone as rank 0).
@@ -159,6 +162,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     set_seed(cfg.seed)
     if cfg.data.shuffle_seed is None:  # the run's seed also picks the data order (not the split)
         cfg.data.shuffle_seed = cfg.seed
+    run_record = None
+    if main:  # issue 14: the resolved config and what runs it, before anything heavy
+        from .run_record import write_start
+
+        run_record = write_start(cfg, out, ckpt)
     model, tokenizer = build_model(cfg)
     train_stream, val = build_train_val(cfg.data, tokenizer, progress=main)
     if main:
@@ -204,10 +212,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             f.write(json.dumps(cfg.to_dict(), indent=2, default=list) + "\n")
         _truncate_metrics(out / METRICS, start)
     writer = None
-    if main and cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+    if main:  # TensorBoard and/or W&B (`report_to`), behind the SummaryWriter calls below
+        from .loggers import make as make_loggers
 
-        writer = SummaryWriter(str(out / "tensorboard"))
+        writer = make_loggers(cfg, out, run_record)
 
     # The data position is part of the run's state: skip what was consumed before the checkpoint.
     batches = iter(accelerator.skip_first_batches(loader, start * cfg.grad_accum) if start else loader)

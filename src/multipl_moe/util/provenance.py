@@ -69,3 +69,16 @@ def one_line(p: dict | None = None) -> str:
              if git else "no git checkout")
     libs = ", ".join(f"{k} {v or 'not installed'}" for k, v in p.get("libraries", {}).items())
     return f"multipl-moe {p.get('multipl_moe')} ({where}); {libs}; python {p.get('python')}"
+
+
+CHECKPOINT_FILE = "multipl_moe_provenance.json"
+
+
+def write_beside(folder, **extra) -> None:
+    """`folder/multipl_moe_provenance.json`: what wrote this checkpoint. A file of its own, not a
+    key in config.json: the time in it would otherwise make two byte-identical models differ
+    (eval's reuse key hashes the checkpoint and leaves this file out)."""
+    import json
+
+    (Path(folder) / CHECKPOINT_FILE).write_text(
+        json.dumps({**provenance(), **extra}, indent=2) + "\n", encoding="utf-8")
