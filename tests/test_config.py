@@ -145,6 +145,15 @@ def test_presets_are_named_blocks_and_overrides_go_over_them():
         resolve_preset("nope")
 
 
+def test_a_preset_file_with_a_misspelt_key_is_named(tmp_path):
+    path = tmp_path / "block.yaml"
+    path.write_text("moe:\n  segment:\n    routing: causal\n    segment_length: 16\n")
+    assert resolve_preset(path).segment.segment_length == 16
+    path.write_text("moe:\n  segment:\n    routng: causal\n")
+    with pytest.raises(PresetError, match=f"{path}: unknown key segment.routng"):
+        resolve_preset(path)
+
+
 def test_every_documented_key_is_one_the_loader_accepts():
     keys = {a.dest for a in leaves(TrainConfig)}
     assert {"model.moe.segment.routing", "optim.lr", "data.seq_len", "steps"} <= keys

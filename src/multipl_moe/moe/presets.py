@@ -60,5 +60,7 @@ def resolve_preset(name_or_path: str | Path, overrides: Mapping[str, Any] | list
 
     if isinstance(overrides, Mapping):
         overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
-    return load(HybridMoEConfig, [preset_dict(name_or_path)], overrides or [], error=PresetError)
+    block = preset_dict(name_or_path)
+    layer = block if str(name_or_path) in PRESETS else (str(name_or_path), block)  # a file is named in errors
+    return load(HybridMoEConfig, [layer], overrides or [], error=PresetError)
 
