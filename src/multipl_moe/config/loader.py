@@ -12,6 +12,7 @@ each KEY=VALUE override in order. Nothing here knows a concrete tree, so every l
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import functools
@@ -50,9 +51,9 @@ def parser(cls: type):
 
 
 def leaves(cls: type) -> list:
-    """(key, default, help) of every leaf field, in declaration order: the README's table rows."""
-    return [a for a in parser(cls)._actions
-            if a.dest not in _HIDDEN and a.default != "==SUPPRESS=="]
+    """The option of every leaf field (`.dest` the dotted key, `.default`, `.help` the docstring),
+    in declaration order: what the loader accepts, and the README's table rows."""
+    return [a for a in parser(cls)._actions if a.dest not in _HIDDEN and a.default != argparse.SUPPRESS]
 
 
 def split_override(text: str, error: type[Exception] = ConfigLoadError) -> tuple[str, str]:
