@@ -50,11 +50,12 @@ class Loggers:
         if "wandb" in names:
             check(cfg)
             import os
+            import secrets
 
             import wandb
 
             id_file = Path(out) / WANDB_ID
-            run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
             self.wandb_run = wandb.init(
                 project=os.environ.get("WANDB_PROJECT") or "multipl-moe", name=Path(out).name,
                 id=run_id, resume="allow", dir=str(out),
