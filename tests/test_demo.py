@@ -167,11 +167,11 @@ def test_progress_line_counts_runs_and_estimates_time_left_from_measured_rates(c
     assert "run 1 of 4: pre-training" in capsys.readouterr().out   # nothing measured yet: no estimate
     p.finish(50.0, reused=False)                                   # 0.5 s per dense step
     p.start("dense")
-    assert "run 2 of 4: dense; about 20 s left" in capsys.readouterr().out  # (10 + 10 + 20) x 0.5
+    assert "run 2 of 4: dense; about 20 s of training left" in capsys.readouterr().out  # (10 + 10 + 20) x 0.5
     p.finish(5.0, reused=False)
     p.finish(30.0, reused=False)                                   # hybrid-batch: 3 s per step
     p.start("lora")
-    assert "run 4 of 4: lora; about 1.0 min left" in capsys.readouterr().out  # unmeasured: slowest rate
+    assert "run 4 of 4: lora; about 1.0 min of training left" in capsys.readouterr().out  # unmeasured: slowest rate
 
 
 def test_paired_differences_are_called_only_when_every_seed_agrees():

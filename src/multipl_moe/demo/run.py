@@ -347,16 +347,18 @@ class Progress:
     so far (seconds per step per variant; an unmeasured variant counts at the slowest rate seen)."""
 
     def __init__(self, plan: list[tuple[str, int]]):
-        self.plan, self.done, self.rate = plan, 0, {}
+        self.plan, self.done, self.rate, self.reused = plan, 0, {}, 0
 
     def start(self, what: str) -> None:
         left = self._left(self.done)
-        eta = f"; about {_minutes(left)} left" if left is not None else ""
+        eta = f"; about {_minutes(left)} of training left" if left is not None else ""
         log(f"run {self.done + 1} of {len(self.plan)}: {what}{eta}")
 
     def finish(self, seconds: float, reused: bool) -> None:
         variant, steps = self.plan[self.done]
-        if not reused:
+        if reused:
+            self.reused += 1
+        else:
             self.rate[variant] = seconds / steps
         self.done += 1
 
@@ -387,6 +389,10 @@ def _run(opts: DemoOptions) -> Path:
 
     out, size = opts.out, opts.size
     t_start = time.time()
+    if size.cpu_threads:
+        import torch
+
+        torch.set_num_threads(size.cpu_threads)
     claim_output(out, fingerprint(size), opts.fresh)
     (out / "report.md").unlink(missing_ok=True)  # never left claiming a result this run did not make
     (out / "summary.json").unlink(missing_ok=True)
@@ -477,7 +483,7 @@ def _run(opts: DemoOptions) -> Path:
     path = write_report(out, size=size, high=high, low=low, base_test=base_test, test=test, runs=runs,
                         sweep=sweep, best=best, cost=cost, pass_at_1=pass_at_1, eval_note=eval_note,
                         failures=failures, corpus_lines=corpus_lines, command=opts.command,
-                        seconds=time.time() - t_start, machine=_machine())
+                        seconds=time.time() - t_start, machine=_machine(), reused=progress.reused)
     if failures:
         raise DemoStageError(f"stage 5 failed for {', '.join(failures)}; {path} says what ran and what failed")
     log(f"done in {_minutes(time.time() - t_start)}: {path}")

@@ -43,9 +43,9 @@ class DemoSize:
     eval_data: str | None = None
     """MultiPL-E JSONL folder; None: --data-dir, $MULTIPL_E_DIR or ../shared/data/multipl-e; `hub`: the hub."""
     vocab: int = 2048
-    hidden: int = 96
-    inter: int = 256
-    layers: int = 3
+    hidden: int = 64
+    inter: int = 176
+    layers: int = 2
     heads: int = 4
     pretrain_steps: int = 0
     pretrain_lr: float = 3e-3
@@ -65,14 +65,18 @@ class DemoSize:
     """Validation passes per run (the held-out loss curves)."""
     precision: str = "fp32"
     device: str = "cpu"
+    cpu_threads: int | None = 1
+    """Torch threads. One: these models are too small to gain much from a second thread, and on a
+    shared machine two spinning OpenMP threads per process made steps 20-60 times slower (measured);
+    None leaves torch's default."""
 
     def public(self) -> dict:
         return dataclasses.asdict(self)
 
 
-CPU = DemoSize(name="cpu", estimate="about 10 minutes on 2 quiet CPU cores", bytes_per_lang=700_000, seq_len=128,
-               batch=16, steps=60, lr_grid=[1e-3, 3e-3, 1e-2], segment_length=32, eval_problems=2,
-               max_new_tokens=64, pretrain_steps=300)
+CPU = DemoSize(name="cpu", estimate="about 10 minutes on 2 quiet CPU cores", bytes_per_lang=600_000, seq_len=128,
+               batch=16, steps=100, lr_grid=[1e-3, 3e-3, 1e-2], segment_length=32, eval_problems=2,
+               max_new_tokens=64, vocab=1024, hidden=64, inter=176, layers=2, pretrain_steps=400)
 QUICK = DemoSize(name="quick", estimate="about 2 minutes on 2 quiet CPU cores", bytes_per_lang=150_000, seq_len=64,
                  batch=8, steps=12, lr_grid=[3e-3, 1e-2], segment_length=16, eval_problems=1, max_new_tokens=24,
                  seeds=[0, 1], vocab=512, hidden=32, inter=96, layers=2, pretrain_steps=40, heldout_blocks=4,
@@ -83,7 +87,7 @@ GPU = DemoSize(name="gpu", estimate="an estimate, not measured: about 2 hours on
                segment_length=64, eval_problems=164, max_new_tokens=512, base="Qwen/Qwen2.5-0.5B",
                sources={"py": _STACK.format("python"), "java": _STACK.format("java"), "cpp": _STACK.format("c++"),
                         "rs": _STACK.format("rust"), "go": _STACK.format("go"), "rb": _STACK.format("ruby")},
-               eval_data="hub", heldout_blocks=64, precision="bf16", device="cuda")
+               eval_data="hub", heldout_blocks=64, precision="bf16", device="cuda", cpu_threads=None)
 SIZES = {s.name: s for s in (CPU, QUICK, GPU)}
 
 
