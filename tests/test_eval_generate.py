@@ -198,7 +198,7 @@ def test_eval_end_to_end(tmp_path, tiny_checkpoint, server, backend, capsys, mon
     assert row["problems"] == 2 and row["samples_min"] == (1 if backend == "hf" else 2)
     assert 0 <= row["pass@1"] <= 1 and (out / "passk.png").exists()
     # Run again: everything is reused, the model is not even loaded.
-    monkeypatch.setattr("multipl_moe.commands.eval._backend",
+    monkeypatch.setattr("multipl_moe.evaluation.pipeline.load_backend",
                         lambda args: pytest.fail("should not generate again"))
     assert cli.main(args) == 0
     assert "executed 0 programs" in capsys.readouterr().out

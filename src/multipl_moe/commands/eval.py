@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 from multipl_moe.errors import UserError
-from multipl_moe.commands.execute import (add_execution_args, check_execution_args,
-                                          execute_and_report)
+from multipl_moe.commands.execute import add_execution_args, execution_options
 
 DESCRIPTION = """\
 Evaluate a model on MultiPL-E (HumanEval and MBPP translated to other languages), the way the
@@ -45,95 +42,32 @@ def _sampling(args: argparse.Namespace):
         raise UserError(str(e)) from e
 
 
-def _backend(args: argparse.Namespace):
-    from multipl_moe.evaluation.generate import HFBackend, OpenAIBackend
+def _model_source(args: argparse.Namespace):
+    from multipl_moe.evaluation.pipeline import ModelSource
 
-    if args.server:
-        return OpenAIBackend(args.server, args.model, api_key=os.environ.get("OPENAI_API_KEY"),
-                             concurrency=args.concurrency)
-    if not Path(args.model).is_dir():
-        raise UserError(f"--model {args.model}: not a checkpoint directory (to use a server, "
-                        "pass --server URL and the served model's name as --model)")
-    if not (Path(args.model) / "config.json").is_file():
-        raise UserError(f"--model {args.model}: not a Hugging Face checkpoint directory (no "
-                        "config.json)")
-    try:
-        return HFBackend(args.model, device=args.device, dtype=args.dtype,
-                         batch_size=args.batch_size)
-    except (OSError, ValueError, KeyError) as e:  # transformers' words for a folder it cannot load
-        why = " ".join(str(e).split())[:300] or type(e).__name__
-        raise UserError(f"--model {args.model}: cannot load the checkpoint: {why}") from e
+    return ModelSource(args.model, server=args.server, device=args.device, dtype=args.dtype,
+                       batch_size=args.batch_size, concurrency=args.concurrency)
+
+
+def _backend(args: argparse.Namespace):
+    from multipl_moe.evaluation.pipeline import load_backend
+
+    return load_backend(_model_source(args))
 
 
 def run(args: argparse.Namespace) -> int:
-    from multipl_moe.evaluation import problems as P
-    from multipl_moe.evaluation.generate import generate, pending
-    from multipl_moe.evaluation.languages import LANGUAGES, parse_langs
-    from multipl_moe.evaluation.toolchains import missing
+    from multipl_moe.evaluation.languages import parse_langs
+    from multipl_moe.evaluation.pipeline import ProblemSource, evaluate
 
-    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size),
-                        ("--concurrency", args.concurrency)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be at least 1 (got {value})")
-    check_execution_args(args)
-    langs = parse_langs(args.langs)  # a UserError names a bad one
-    benches = [b.strip() for b in args.benchmark.split(",") if b.strip()]
-    for b in benches:
-        if b not in P.BENCHMARKS:
-            raise UserError(f"unknown benchmark {b!r} (choose from {', '.join(P.BENCHMARKS)})")
-    if args.data_dir is not None and not args.data_dir.is_dir():
-        raise UserError(f"--data-dir {args.data_dir} is not a directory")
-    sampling = _sampling(args)
-    # issue 14: say what a wrong --model is before loading data; problems from $MULTIPL_E_DIR,
-    # or from the hub only when it answers (else one line naming --data-dir, not retries)
-    from multipl_moe.evaluation import manifest
-    from multipl_moe.evaluation.inputs import check_model_arg, resolve_data_dir
-
-    check_model_arg(args)
-    args.data_dir = resolve_data_dir(args)
-    out = args.out or manifest.default_out(args.model, args.server)
-
-    if not args.no_execute:  # say it before spending hours generating
-        for code in langs:
-            why = missing(LANGUAGES[code])
-            if why:
-                print(f"warning: {LANGUAGES[code].name} cannot be executed here ({why}); its "
-                      "completions are generated but it will be reported as unavailable",
-                      file=sys.stderr)
-    work = []
-    for bench in benches:
-        for code in langs:
-            try:
-                rows = P.load_problems(bench, code, args.data_dir, args.data_version,
-                                       args.dataset, args.revision)
-            except (FileNotFoundError, ValueError) as e:
-                raise UserError(str(e)) from e
-            except (OSError, ConnectionError) as e:  # the hub (datasets' own words, one line)
-                from multipl_moe.evaluation.inputs import no_hub_message
-
-                why = " ".join(str(e).split())[:200] or type(e).__name__
-                raise UserError(no_hub_message(f"the hub failed ({why})")) from e
-            work.append((bench, code, rows[: args.limit] if args.limit else rows))
-
-    # issue 14: reuse only the very same run (model files, generation settings, problems)
-    prepared = manifest.prepare(out, model=args.model, server=args.server, sampling=sampling,
-                                dtype=None if args.server else args.dtype,
-                                data=manifest.data_record(args), work=work, fresh=args.fresh)
-    generated = {}
-    backend = None  # loaded only if something is left to generate
-    for bench, code, rows in work:
-        folder = out / f"{bench}-{code}"
-        todo = pending(rows, sampling, folder)
-        prepared.reused[f"{bench}-{code}"] = len(rows) - len(todo)
-        if todo:
-            backend = backend or _backend(args)
-            generated[f"{bench}-{code}"] = generate(rows, backend, sampling, folder,
-                                                    progress=not args.no_progress)
-    prepared.finish(generated)
-    if args.no_execute:
-        print(f"completions in {out}; run `multipl-moe execute {out}` to score them")
-        return 0
-    return execute_and_report(out, None, langs, args)
+    execution = execution_options(args)  # checked even with --no-execute: a typo fails now
+    problems = ProblemSource(
+        benchmarks=tuple(b.strip() for b in args.benchmark.split(",") if b.strip()),
+        langs=tuple(parse_langs(args.langs)),  # a UserError names a bad one
+        data_dir=args.data_dir, data_version=args.data_version, dataset=args.dataset,
+        revision=args.revision, limit=args.limit)
+    return evaluate(_model_source(args), problems, _sampling(args), out=args.out,
+                    execution=None if args.no_execute else execution, fresh=args.fresh,
+                    progress=not args.no_progress).status
 
 
 def add_parser(subparsers) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from multipl_moe.errors import UserError
@@ -51,88 +50,26 @@ def add_execution_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def check_execution_args(args: argparse.Namespace) -> None:
-    """The execution options' ranges, checked before anything else runs (eval: before hours of
-    generation)."""
-    import math
+def execution_options(args: argparse.Namespace):
+    """The execution flags as the library's typed options, checked."""
+    from multipl_moe.evaluation.pipeline import ExecutionOptions
 
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1 (got {args.workers})")
-    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise UserError(f"--timeout must be a positive number of seconds (got {args.timeout})")
-    if args.memory_mb < 1:
-        raise UserError(f"--memory-mb must be at least 1 (got {args.memory_mb})")
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def make_runner(args: argparse.Namespace):
-    from dataclasses import replace
-
-    from multipl_moe.evaluation.sandbox import (Limits, SandboxError, UnsafeRunner, bwrap_path,
-                                                make_runner as _make)
-
-    limits = replace(Limits(), memory_mb=args.memory_mb)
-    if args.unsafe_no_sandbox:
-        print(UnsafeRunner.warning(), file=sys.stderr)
-        return _make(unsafe=True, limits=limits)
-    if bwrap_path() is None:
-        raise UserError("bubblewrap (bwrap) is not installed, and model-written code must not run "
-                        "unsandboxed by default. Install it (`apt-get install bubblewrap`, or "
-                        "`make toolchains` as root), or pass --unsafe-no-sandbox on a throw-away "
-                        "machine")
-    try:
-        return _make(unsafe=False, limits=limits)
-    except SandboxError as e:
-        raise UserError(str(e)) from e
-
-
-def execute_and_report(completions: Path, out_dir: Path | None, langs, args) -> int:
-    from multipl_moe.evaluation import report
-    from multipl_moe.evaluation.execute import FolderBusy, execute
-    from multipl_moe.evaluation.sandbox import SandboxError
-
-    runner = make_runner(args)
-    try:
-        s = execute(completions, out_dir, langs=langs, workers=args.workers, runner=runner,
-                    run_timeout=args.timeout, use_cache=not args.no_toolchain_cache,
-                    progress=not args.no_progress)
-    except (FileNotFoundError, FolderBusy) as e:
-        raise UserError(str(e)) from e
-    except SandboxError as e:
-        raise UserError(f"{e}. Pass --unsafe-no-sandbox only on a throw-away machine") from e
-    for path, why in s.skipped.items():
-        print(f"skipped {_one_line(path)}: {_one_line(why)}", file=sys.stderr)
-    statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items())) or "none"
-    print(f"executed {s.executed} programs in {s.seconds:.1f} s ({s.programs_per_second:.2f}/s, "
-          f"{args.workers} workers, {'sandboxed' if s.sandboxed else 'UNSANDBOXED'}); "
-          f"reused {s.reused}; statuses: {statuses}")
-    root = out_dir or completions
-    run = report.collect(root)
-    for path, why in run.unreadable.items():
-        print(f"left out of the report {_one_line(path)}: {why}", file=sys.stderr)
-    paths = report.write_report(run, root)
-    print(report.table(run))
-    print(f"wrote {paths['summary']}, {paths['table']}, {paths['chart']}")
-    if s.skipped:
-        print(f"multipl-moe: {len(s.skipped)} of {s.files} completion files were not run (each "
-              "is listed above with its reason)", file=sys.stderr)
-    if run.unreadable:
-        print(f"multipl-moe: {len(run.unreadable)} results files could not be read (listed "
-              "above)", file=sys.stderr)
-    return 1 if s.skipped or run.unreadable else 0
+    options = ExecutionOptions(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
+                               toolchain_cache=not args.no_toolchain_cache,
+                               unsafe_no_sandbox=args.unsafe_no_sandbox, progress=not args.no_progress)
+    options.check()
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
     from multipl_moe.evaluation.languages import parse_langs
+    from multipl_moe.evaluation.pipeline import execute_and_report
 
     if not args.completions_dir.is_dir():
         raise UserError(f"{args.completions_dir} is not a directory")
-    check_execution_args(args)
+    options = execution_options(args)
     langs = parse_langs(args.langs) if args.langs else None  # a UserError names a bad one
-    return execute_and_report(args.completions_dir, args.output_dir, langs, args)
+    return execute_and_report(args.completions_dir, args.output_dir, langs, options)
 
 
 def add_parser(subparsers) -> None:
