@@ -86,10 +86,13 @@ def test_demo_quick_reports_its_own_numbers_and_fails_over_a_failed_stage(tmp_pa
     (["--data-dir", "/nonexistent/multipl-e"], "--data-dir /nonexistent/multipl-e: not a folder"),
     (["--quick", "--size", "gpu"], "contradict"),
     (["--recipe", "/nonexistent.yaml"], "no such file"),
+    pytest.param(["--size", "gpu"], "none is visible", marks=pytest.mark.skipif(
+        __import__("torch").cuda.is_available(), reason="a GPU is visible here")),
 ])
 def test_demo_checks_every_option_before_any_work(tmp_path, capsys, argv, message):
     out = tmp_path / "demo"
-    assert cli(["demo", "--quick", "--out", str(out), *argv]) == 2
+    argv = argv if "--size" in argv else ["--quick", *argv]
+    assert cli(["demo", "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()

@@ -110,6 +110,12 @@ def check_options(out: Path, size_name: str = "cpu", recipe: Path | None = None,
             raise UserError(f"sources: {lang!r} is not one of the demo's languages ({', '.join(HIGH + LOW)})")
         if not Path(src).exists() and "/" not in src.split("?")[0]:
             raise UserError(f"sources.{lang} = {src!r}: neither a file or folder nor a hub dataset name")
+    if size.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"size {size.name!r} trains on a CUDA GPU and none is visible; use the CPU sizes, or a "
+                            "--recipe with device: cpu")
     return DemoOptions(out=out, size=size, eval_langs=langs, data_dir=data_dir, fresh=fresh, command=command)
 
 
