@@ -492,3 +492,14 @@ def test_upcycled_checkpoint_says_what_wrote_it(tiny_base_factory, tmp_path):
     assert cli.main(["upcycle", "--base", str(tiny_base_factory("qwen2")), "--out", str(out)]) == 0
     p = json.loads((out / "multipl_moe_provenance.json").read_text())
     assert set(p["libraries"]) == set(LIBRARIES) and p["multipl_moe"]
+
+
+def test_the_data_table_is_printed_once_for_runs_on_the_same_data(train_inputs, tmp_path, capsys):
+    from multipl_moe.training import run_record
+
+    run_record._printed_tables.clear()
+    for name in ("a", "b"):
+        assert cli.main(train_args(train_inputs, tmp_path / name, "steps=1", "report_to=[]")) == 0
+    out = capsys.readouterr().out
+    assert out.count("train tokens") == 1 and "the same blocks as in the table above" in out
+    assert not (tmp_path / "a" / "tensorboard").exists()   # report_to: [] writes no event files

@@ -48,3 +48,16 @@ def write_start(cfg, out: Path, resumed_from: Path | None = None) -> dict:
         pass
     write_json_atomic(out / RUN_JSON, {"runs": runs + [record]}, indent=2)
     return record
+
+
+_printed_tables: set[str] = set()
+
+
+def print_data_table(text: str) -> None:
+    """The per-language data table, once per process: the demo trains a dozen runs on the same
+    data in one process, and the same table a dozen times buries the lines that differ."""
+    if text in _printed_tables:
+        print("data: the same blocks as in the table above")
+        return
+    _printed_tables.add(text)
+    print(text)

@@ -170,7 +170,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     model, tokenizer = build_model(cfg)
     train_stream, val = build_train_val(cfg.data, tokenizer, progress=main)
     if main:
-        print("\n".join(train_stream.report.lines()))
+        from .run_record import print_data_table
+
+        print_data_table("\n".join(train_stream.report.lines()))
     langs = sorted(train_stream.weights)
     lang_index = {lang: i for i, lang in enumerate(langs)}
     if cfg.model.gradient_checkpointing:
@@ -344,7 +346,7 @@ def save_checkpoint(accelerator, out: Path, step: int, cfg: TrainConfig) -> None
 
 
 def _save_final(model, tokenizer, path: Path) -> None:
-    from ..upcycle import save_checkpoint as save_hf
+    from ..modeling.upcycle import save_checkpoint as save_hf
 
     if hasattr(model, "merge_and_unload"):  # LoRA: a plain dense checkpoint evaluates anywhere
         import copy
