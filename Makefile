@@ -67,7 +67,7 @@ demo: $(STAMP) toolchains
 	$(VENV)/bin/multipl-moe demo
 
 toolchains:
-	@PYTHONPATH=src $(PYTHON) -m multipl_moe.toolchains_setup || [ "$$(id -u)" != 0 ]
+	@PYTHONPATH=src $(PYTHON) -m multipl_moe.evaluation.toolchains_setup || [ "$$(id -u)" != 0 ]
 
 clean:
 	rm -rf $(VENV) $(NEWEST) $(OLDEST) build *.egg-info src/*.egg-info

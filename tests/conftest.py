@@ -29,7 +29,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_base_factory(tmp_path_factory, tiny_tokenizer):
     """tiny_base_factory(arch, **config) -> directory of a saved tiny dense checkpoint (cached)."""
-    from multipl_moe.tiny import make_tiny_dense
+    from multipl_moe.modeling.tiny import make_tiny_dense
 
     cache: dict = {}
 

@@ -19,10 +19,10 @@ from transformers import AutoModelForCausalLM
 
 from multipl_moe.moe import HybridMoEBlock
 from multipl_moe.moe.presets import resolve_preset
-from multipl_moe.tiny import tiny_config
+from multipl_moe.modeling.tiny import tiny_config
 from multipl_moe.training.model_setup import apply_freezing
 from multipl_moe.training.trainer import _global_mean
-from multipl_moe.upcycle import upcycle_model
+from multipl_moe.modeling.upcycle import upcycle_model
 
 STEPS, BATCH, SEQ = 4, 4, 32
 

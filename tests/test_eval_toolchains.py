@@ -1,5 +1,5 @@
 """Toolchain bookkeeping without running programs: `make toolchains` (python -m
-multipl_moe.toolchains_setup), language names, and when the C++ precompiled header may be used."""
+multipl_moe.evaluation.toolchains_setup), language names, and when the C++ precompiled header may be used."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from multipl_moe import toolchains_setup
+from multipl_moe.evaluation import toolchains_setup
 from multipl_moe.evaluation.languages import (LANGUAGES, PAPER_LANGS, ToolchainContext, canonical,
                                               parse_langs)
 from multipl_moe.evaluation.toolchains import missing

@@ -17,7 +17,7 @@ from multipl_moe.modeling import MultiplMoEForCausalLM
 from multipl_moe.modeling.modeling_multipl_moe import output_cache
 from multipl_moe.moe import HybridMoEBlock
 from multipl_moe.moe.presets import resolve_preset
-from multipl_moe.upcycle import load_dense, upcycle, upcycle_model
+from multipl_moe.modeling.upcycle import load_dense, upcycle, upcycle_model
 
 
 def ids_batch(vocab=259, B=3, S=21, seed=0):  # 256 bytes + 3 specials: always in the vocabulary
@@ -189,7 +189,7 @@ def test_qwen2_moe_export_matches_token_only_model(arch, upcycled, tmp_path):
 
 # ------------------------------------------------------------- 5. info
 def test_info_reports_the_papers_size_for_qwen15_18b(tmp_path, capsys):
-    from multipl_moe.tiny import tiny_config
+    from multipl_moe.modeling.tiny import tiny_config
 
     # Qwen1.5-1.8B's shapes (config only: no weights are needed or read)
     tiny_config("qwen2", vocab_size=151936, hidden_size=2048, intermediate_size=5504, num_layers=24,
@@ -252,7 +252,7 @@ def test_existing_output_needs_force_and_a_failed_run_leaves_nothing(tiny_base_f
     assert cli(["upcycle", "--base", base, "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
 
-    import multipl_moe.upcycle as up
+    import multipl_moe.modeling.upcycle as up
 
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")

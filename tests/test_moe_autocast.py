@@ -190,7 +190,7 @@ def test_experts_keep_their_dtype_without_autocast():
 @pytest.fixture(scope="module")
 def tiny_moe(tiny_base_factory):
     from multipl_moe.moe.presets import resolve_preset
-    from multipl_moe.upcycle import load_dense, upcycle_model
+    from multipl_moe.modeling.upcycle import load_dense, upcycle_model
 
     def make(preset):
         dense = load_dense(str(tiny_base_factory("qwen2")), "float32")

@@ -154,7 +154,7 @@ def test_a_checkpoint_with_the_old_first_segment_query_still_loads(tiny_base_fac
     from safetensors.torch import load_file, save_file
 
     from multipl_moe.modeling import MultiplMoEForCausalLM
-    from multipl_moe.upcycle import load_dense, upcycle_model
+    from multipl_moe.modeling.upcycle import load_dense, upcycle_model
 
     dense = load_dense(str(tiny_base_factory("qwen2")), "float32")
     model = upcycle_model(dense, resolve_preset("paper-causal", {"segment.segment_length": 4}), noise_std=0.02)

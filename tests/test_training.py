@@ -27,7 +27,7 @@ def inputs(tmp_path_factory):
     from transformers import AutoTokenizer
 
     from multipl_moe.data.local_corpus import build_local_corpus
-    from multipl_moe.tiny import make_tiny_dense
+    from multipl_moe.modeling.tiny import make_tiny_dense
 
     root = tmp_path_factory.mktemp("train-inputs")
     corpus = root / "corpus.jsonl"
@@ -210,7 +210,7 @@ def test_multipl_e_is_refused_as_training_data(inputs, tmp_path, capsys):
 def test_tokenizer_model_mismatch_is_reported(inputs, tmp_path):
     from transformers import AutoTokenizer
 
-    from multipl_moe.tiny import make_tiny_dense
+    from multipl_moe.modeling.tiny import make_tiny_dense
 
     corpus, base = inputs
     small = tmp_path / "small"

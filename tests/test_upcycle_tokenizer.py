@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from multipl_moe.cli import main as cli
-from multipl_moe.tiny import make_tiny_dense
+from multipl_moe.modeling.tiny import make_tiny_dense
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 

@@ -70,8 +70,8 @@ VARIANTS = [
 def build_models(shape: ModelShape, device: torch.device, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
     from transformers import AutoModelForCausalLM
 
-    from ..tiny import tiny_config
-    from ..upcycle import upcycle_model
+    from ..modeling.tiny import tiny_config
+    from ..modeling.upcycle import upcycle_model
 
     config = tiny_config("qwen2", vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.inter,
                          num_layers=shape.layers, num_heads=shape.heads, num_kv_heads=shape.kv_heads,

@@ -20,9 +20,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..export import ExportError, to_qwen2_moe
+    from ..modeling.export import ExportError, to_qwen2_moe
     from ..modeling import MultiplMoEForCausalLM
-    from ..upcycle import save_checkpoint
+    from ..modeling.upcycle import save_checkpoint
 
     if not (Path(args.model) / "config.json").is_file() and not Path(args.model, "final").is_dir():
         raise UserError(f"{args.model}: no config.json (not a checkpoint directory)")

@@ -20,11 +20,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..model_info import format_info, model_info
+    from ..modeling.info import format_info, model_info
     from ..modeling import MultiplMoEConfig
     from ..moe import ConfigError
     from ..moe.presets import resolve_preset
-    from ..upcycle import CheckpointError, check_model_ref, load_base_config
+    from ..modeling.upcycle import CheckpointError, check_model_ref, load_base_config
 
     try:
         from transformers import AutoConfig

@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..moe import ConfigError
     from ..moe.presets import resolve_preset
-    from ..upcycle import CheckpointError, upcycle
+    from ..modeling.upcycle import CheckpointError, upcycle
 
     if not math.isfinite(args.noise_std) or args.noise_std < 0:
         raise UserError(f"--noise-std must be a finite number >= 0 (got {args.noise_std})")

@@ -391,7 +391,7 @@ def _run(opts: DemoOptions) -> Path:
     from transformers import AutoTokenizer
 
     from ..data.tokenizer import train_tokenizer_from_corpus
-    from ..tiny import make_tiny_dense
+    from ..modeling.tiny import make_tiny_dense
 
     out, size = opts.out, opts.size
     t_start = time.time()

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from ..export import ExportError, to_qwen2_moe
+from ..modeling.export import ExportError, to_qwen2_moe
 from ..moe import ConfigError, HybridMoEBlock
 from ..moe.presets import resolve_preset
-from ..upcycle import CheckpointError, load_dense, save_checkpoint, upcycle_model
+from ..modeling.upcycle import CheckpointError, load_dense, save_checkpoint, upcycle_model
 from .config import MergeConfig, MergeError, config_from_dict, load_config
 from .gates import gate_vectors, warn_degenerate
 from .sources import ExpertFFN, check_architectures, describe, ffn_of, load_model, noised, non_ffn_state

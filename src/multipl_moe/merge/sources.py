@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..upcycle import CheckpointError, load_base_config, load_dense
+from ..modeling.upcycle import CheckpointError, load_base_config, load_dense
 from .config import Expert, MergeError
 
 _FFN = ".mlp."

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .modeling import MultiplMoEForCausalLM
-from .moe import HybridMoEBlock
+from . import MultiplMoEForCausalLM
+from ..moe import HybridMoEBlock
 
 
 class ExportError(ValueError):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .modeling import MultiplMoEConfig, MultiplMoEForCausalLM
-from .moe import HybridMoEBlock
+from . import MultiplMoEConfig, MultiplMoEForCausalLM
+from ..moe import HybridMoEBlock
 
 
 def model_info(config: MultiplMoEConfig) -> dict:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .util.atomic import atomic_dir
-from .modeling import SUPPORTED_BASES, MultiplMoEConfig, MultiplMoEForCausalLM
-from .modeling.remote_code import write_remote_code
-from .moe import HybridMoEBlock, HybridMoEConfig
+from ..util.atomic import atomic_dir
+from . import SUPPORTED_BASES, MultiplMoEConfig, MultiplMoEForCausalLM
+from .remote_code import write_remote_code
+from ..moe import HybridMoEBlock, HybridMoEConfig
 
 
 class CheckpointError(Exception):
@@ -150,7 +150,7 @@ def save_checkpoint(model, out: str | Path, tokenizer_source: str | None = None,
             print(f"note: {tokenizer_source} has no tokenizer, so {out} is written without one", file=sys.stderr)
         if isinstance(model, MultiplMoEForCausalLM):
             write_remote_code(tmp)
-        from .util.provenance import write_beside
+        from ..util.provenance import write_beside
 
         write_beside(tmp)   # issue 14: versions and git commit of what wrote it
     return Path(out)

@@ -33,7 +33,7 @@ def build_model(cfg: TrainConfig):
     from transformers import AutoConfig, AutoTokenizer
 
     from ..modeling import MultiplMoEConfig, MultiplMoEForCausalLM
-    from ..upcycle import CheckpointError, load_dense, upcycle_model
+    from ..modeling.upcycle import CheckpointError, load_dense, upcycle_model
 
     m = cfg.model
     if not m.base:
