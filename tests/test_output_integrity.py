@@ -503,3 +503,10 @@ def test_the_data_table_is_printed_once_for_runs_on_the_same_data(train_inputs, 
     out = capsys.readouterr().out
     assert out.count("train tokens") == 1 and "the same blocks as in the table above" in out
     assert not (tmp_path / "a" / "tensorboard").exists()   # report_to: [] writes no event files
+
+
+def test_lora_training_shows_no_future_warning(train_inputs, tmp_path, recwarn):
+    assert cli.main(train_args(train_inputs, tmp_path / "r", "model.variant=lora", "steps=1",
+                               "report_to=[]")) == 0
+    future = [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)]
+    assert not future, future

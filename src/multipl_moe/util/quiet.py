@@ -55,7 +55,13 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Turn transformers' own bars off now (if imported) or when it is imported."""
+    """Turn transformers' own bars off now (if imported) or when it is imported, and silence the
+    one FutureWarning our commands trigger without calling the deprecated API themselves: peft
+    (0.21) reads transformers' `is_gradient_checkpointing` when wrapping a model for LoRA."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                            category=FutureWarning)
     if TARGET in sys.modules:
         _quiet(sys.modules[TARGET])
         return
