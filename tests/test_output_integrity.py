@@ -155,6 +155,8 @@ def test_eval_reuses_the_very_same_run_even_rewritten(tmp_path, model_a, data_di
     capsys.readouterr()
     assert cli.main(eval_args(model, data_dir, out)) == 0
     rec = formats.read_json(out / manifest.MANIFEST)
+    said = capsys.readouterr().out
+    assert "0 problems generated now, 2 reused" in said and rec["runs"][0]["started"] in said
     assert [r.get("generated") for r in rec["runs"]] == [{"humaneval-py": 2}, {}]
     # one byte of the weights changed: not the same model any more
     st = model / "model.safetensors"

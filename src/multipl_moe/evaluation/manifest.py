@@ -274,3 +274,17 @@ def data_record(args) -> dict:
     source = (str(Path(args.data_dir).resolve()) if args.data_dir is not None
               else f"hub {args.dataset}" + (f"@{args.revision}" if args.revision else ""))
     return {"version": args.data_version, "source": source}
+
+
+def describe(prepared: Prepared, generated: dict[str, int]) -> str:
+    """One line: how many problems this run generated, and which it reused from which run."""
+    made = sum(generated.values())
+    reused = sum(v for v in prepared.reused.values() if v)
+    if not reused:
+        return f"completions: {made} problems generated now"
+    when = [r.get("started") for r in prepared.earlier if r.get("generated")] or \
+        [r.get("started") for r in prepared.earlier]
+    span = when[0] if len(set(when)) == 1 else f"{when[0]} .. {when[-1]}"
+    return (f"completions: {made} problems generated now, {reused} reused from the same model and "
+            f"settings (eval run{'s' if len(set(when)) > 1 else ''} of {span}; recorded in "
+            f"{prepared.out / MANIFEST})")

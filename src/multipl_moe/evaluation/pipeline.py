@@ -243,6 +243,7 @@ def evaluate(model: ModelSource, problems: ProblemSource = ProblemSource(),
             backend = backend or load_backend(model)
             generated[f"{bench}-{code}"] = generate(rows, backend, sampling, folder, progress=progress)
     prepared.finish(generated)
+    print(manifest.describe(prepared, generated))   # which figures this run made, which it reused
     if execution is None:
         print(f"completions in {out}; run `multipl-moe execute {out}` to score them")
         return EvalResult(out, 0, executed=False)
