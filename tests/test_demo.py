@@ -70,6 +70,10 @@ def test_demo_quick_reports_its_own_numbers_and_fails_over_a_failed_stage(tmp_pa
     for f in SHARED.glob("humaneval-*.jsonl"):
         shutil.copy(f, broken / f.name)
     (broken / "humaneval-rs.jsonl").write_text("{not json\n")
+    from multipl_moe.demo import QUICK, STAMP, fingerprint
+
+    # the package's code as it is now: in a checkout others edit meanwhile, it may have changed
+    (out / STAMP).write_text(json.dumps(fingerprint(QUICK), indent=2) + "\n")
     capsys.readouterr()
     assert cli(["demo", "--quick", "--out", str(out), "--data-dir", str(broken)]) != 0
     err = capsys.readouterr().err
