@@ -33,6 +33,9 @@ from torch import nn
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+from transformers.models.mistral.modeling_mistral import MistralDecoderLayer
+from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from ..moe.block import HybridMoEBlock
 from ..moe.experts import SwiGLUExperts
@@ -146,15 +149,25 @@ def _moe_decoder_layer_forward(self, hidden_states, moe_context=None, **kwargs):
     return residual + hidden_states
 
 
-_LAYER_CLASSES: dict[type, type] = {}
+class MultiplMoEQwen2DecoderLayer(Qwen2DecoderLayer):
+    """Qwen2's decoder layer; only the forward differs (the MoE FFN's extra inputs)."""
+    forward = _moe_decoder_layer_forward
 
 
-def _moe_layer_class(base_layer_cls: type) -> type:
-    """`<Base>DecoderLayer` with the MoE-aware forward; one subclass per base, made once."""
-    if base_layer_cls not in _LAYER_CLASSES:
-        _LAYER_CLASSES[base_layer_cls] = type(f"MultiplMoE{base_layer_cls.__name__}", (base_layer_cls,),
-                                              {"forward": _moe_decoder_layer_forward})
-    return _LAYER_CLASSES[base_layer_cls]
+class MultiplMoELlamaDecoderLayer(LlamaDecoderLayer):
+    """Llama's decoder layer; only the forward differs (the MoE FFN's extra inputs)."""
+    forward = _moe_decoder_layer_forward
+
+
+class MultiplMoEMistralDecoderLayer(MistralDecoderLayer):
+    """Mistral's decoder layer; only the forward differs (the MoE FFN's extra inputs)."""
+    forward = _moe_decoder_layer_forward
+
+
+# The base's layer class -> ours, one per entry of SUPPORTED_BASES.
+MOE_DECODER_LAYERS: dict[type, type] = {Qwen2DecoderLayer: MultiplMoEQwen2DecoderLayer,
+                                        LlamaDecoderLayer: MultiplMoELlamaDecoderLayer,
+                                        MistralDecoderLayer: MultiplMoEMistralDecoderLayer}
 
 
 def build_decoder(config: MultiplMoEConfig) -> nn.Module:
@@ -165,7 +178,11 @@ def build_decoder(config: MultiplMoEConfig) -> nn.Module:
     decoder = decoder_cls(config)
     moe_cfg = config.moe_config
     for idx, layer in enumerate(decoder.layers):
-        layer.__class__ = _moe_layer_class(type(layer))
+        # The base model's __init__ builds its own layer class by name, so the layer built there
+        # becomes ours in place: constructing ours instead would allocate every layer twice, and
+        # subclassing each base model to build them would copy its __init__ (three bases, and it
+        # changes between transformers releases). Ours adds no state, only the forward.
+        layer.__class__ = MOE_DECODER_LAYERS[type(layer)]
         if config.is_moe_layer(idx):
             block = HybridMoEBlock(moe_cfg, config.hidden_size, config.intermediate_size, config.hidden_act)
             block.layer_idx = idx
@@ -177,8 +194,7 @@ class MultiplMoEPreTrainedModel(PreTrainedModel):
     config_class = MultiplMoEConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    # the decoder layers are `MultiplMoE<Base>DecoderLayer` subclasses (see _moe_layer_class)
-    _no_split_modules = ["MultiplMoEQwen2DecoderLayer", "MultiplMoELlamaDecoderLayer", "MultiplMoEMistralDecoderLayer"]
+    _no_split_modules = [cls.__name__ for cls in MOE_DECODER_LAYERS.values()]
     _skip_keys_device_placement = list(CACHE_KEYWORDS)
     _supports_flash_attn = True
     _supports_sdpa = True
