@@ -158,3 +158,18 @@ def test_every_documented_key_is_one_the_loader_accepts():
     keys = {a.dest for a in leaves(TrainConfig)}
     assert {"model.moe.segment.routing", "optim.lr", "data.seq_len", "steps"} <= keys
     assert not any("moe_overrides" in k for k in keys)
+
+
+def test_the_hf_config_builds_the_block_once_and_writes_it_as_a_mapping(tmp_path):
+    import json
+
+    from transformers import Qwen2Config
+
+    from multipl_moe.modeling import MultiplMoEConfig
+
+    block = resolve_preset("paper-causal", ["segment.segment_length=8"])
+    cfg = MultiplMoEConfig.from_base(Qwen2Config(num_hidden_layers=2), block)
+    assert cfg.moe_config is cfg.moe_config and cfg.moe_config == block and cfg.moe_config is not block
+    cfg.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["moe"] == block.to_dict()
+    assert MultiplMoEConfig.from_pretrained(tmp_path).moe_config == block

@@ -3,13 +3,16 @@
 The base model's fields (hidden_size, rope_parameters, layer_types, ...) are kept at the top level,
 unchanged, so that everything in transformers that reads a decoder config (attention, RoPE, the
 KV cache, generation) works on this config as it does on the base one. The MoE settings live
-under `moe` (a `HybridMoEConfig` as a dict) and `moe_layers` (None = every layer).
+under `moe` (a `HybridMoEConfig`, built once; a mapping only in config.json) and `moe_layers`
+(None = every layer).
 
 This file is also copied into every saved checkpoint (remote code), so it imports only torch,
 transformers and the block's own modules.
 """
 
 from __future__ import annotations
+
+import copy
 
 from transformers import PretrainedConfig
 
@@ -34,15 +37,20 @@ class MultiplMoEConfig(PretrainedConfig):
             raise ValueError(f"base_model_type {base_model_type!r} is not supported; supported: "
                              f"{', '.join(SUPPORTED_BASES)} (decoder-only models with SwiGLU FFNs)")
         self.base_model_type = base_model_type
-        if isinstance(moe, HybridMoEConfig):
-            moe = moe.to_dict()
-        self.moe = HybridMoEConfig.from_dict(moe or {}).to_dict()  # validated, and complete
+        # Typed and validated once, here: every forward reads it. It becomes a mapping only where
+        # config.json is written (`to_dict`), the one dict <-> dataclass boundary of the block.
+        self.moe = copy.deepcopy(moe) if isinstance(moe, HybridMoEConfig) else HybridMoEConfig.from_dict(moe or {})
         self.moe_layers = list(moe_layers) if moe_layers is not None else None
         super().__init__(**kwargs)
 
     @property
     def moe_config(self) -> HybridMoEConfig:
-        return HybridMoEConfig.from_dict(self.moe)
+        return self.moe
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["moe"] = self.moe.to_dict()
+        return out
 
     def is_moe_layer(self, layer_idx: int) -> bool:
         return self.moe_layers is None or layer_idx in self.moe_layers

@@ -234,8 +234,7 @@ class MultiplMoEForCausalLM(MultiplMoEPreTrainedModel, GenerationMixin):
 
     @property
     def routing_is_causal(self) -> bool:
-        moe = self.config.moe_config
-        return not moe.segment.enabled or moe.segment.routing == "causal"
+        return self.config.moe_config.is_causal
 
     @property
     def needs_routing_state(self) -> bool:

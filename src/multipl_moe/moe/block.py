@@ -48,7 +48,7 @@ class HybridMoEBlock(nn.Module):
 
     @property
     def is_causal(self) -> bool:
-        return self.segment_moe is None or self.config.segment.routing == "causal"
+        return self.config.is_causal
 
     @torch.no_grad()
     def load_dense_ffn(self, gate_proj_IH: torch.Tensor, up_proj_IH: torch.Tensor, down_proj_HI: torch.Tensor,
