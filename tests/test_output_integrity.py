@@ -472,6 +472,8 @@ def test_train_writes_resolved_config_and_provenance_and_logs_to_wandb(train_inp
     assert set(record[0]["provenance"]["libraries"]) == set(LIBRARIES)
     final = json.loads((out / "final" / "multipl_moe_provenance.json").read_text())
     assert final["libraries"]["transformers"] and "git" in final
+    state = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and set(state["provenance"]["libraries"]) == set(LIBRARIES)
     # W&B got the run, the same scalars as TensorBoard, and was closed
     (init,) = wb.inits
     assert init["project"] == "proj" and init["resume"] == "allow" and init["config"]["steps"] == 2

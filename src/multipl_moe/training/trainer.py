@@ -323,7 +323,10 @@ def save_checkpoint(accelerator, out: Path, step: int, cfg: TrainConfig) -> None
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (tmp / checkpoints.STATE).write_text(json.dumps({"step": step}) + "\n")
+            from ..util.provenance import provenance  # issue 14: what wrote this checkpoint
+
+            (tmp / checkpoints.STATE).write_text(json.dumps({"step": step, "provenance": provenance()})
+                                                 + "\n")
             checkpoints.write_manifest(tmp)
     except Exception as e:
         if not is_disk_full(e, tmp):
