@@ -514,3 +514,12 @@ def test_lora_training_shows_no_future_warning(train_inputs, tmp_path, recwarn):
                                "report_to=[]")) == 0
     future = [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)]
     assert not future, future
+
+
+def test_codebleu_scores_say_what_computed_them(tmp_path):
+    from multipl_moe.evaluation.xlcost import SCORES, read_scores, write_scores
+
+    write_scores(tmp_path, {"task": "xlcost", "config": "x", "codebleu": 0.5})
+    (row,) = read_scores(tmp_path)
+    assert row["codebleu"] == 0.5 and set(row["provenance"]["libraries"]) == set(LIBRARIES)
+    assert (tmp_path / SCORES).is_file()

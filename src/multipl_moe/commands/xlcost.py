@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         records.append(record)
     table = X.scores_table(records)
     print(table)
-    formats.write_bytes_atomic(out / "codebleu.md", (table + "\n").encode())
+    from multipl_moe.util.provenance import one_line
+
+    formats.write_bytes_atomic(out / "codebleu.md", (table + f"\n\n_{one_line()}_\n").encode())
     print(f"wrote {out / 'codebleu.md'} and codebleu.jsonl in each xlcost-* folder")
     return 0
 

@@ -287,8 +287,10 @@ def score(problems: list[dict], completions: dict[int, list[str]], language: str
 
 def write_scores(folder: Path, record: dict) -> Path:
     from ..util.atomic import write_bytes_atomic
+    from ..util.provenance import provenance
 
     path = Path(folder) / SCORES
+    record = {**record, "provenance": provenance()}   # issue 14: what computed these scores
     write_bytes_atomic(path, (json.dumps(record) + "\n").encode())
     return path
 
