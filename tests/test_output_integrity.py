@@ -523,3 +523,11 @@ def test_codebleu_scores_say_what_computed_them(tmp_path):
     (row,) = read_scores(tmp_path)
     assert row["codebleu"] == 0.5 and set(row["provenance"]["libraries"]) == set(LIBRARIES)
     assert (tmp_path / SCORES).is_file()
+
+
+def test_benchmark_results_say_what_produced_them(tmp_path):
+    from multipl_moe.bench.common import write_report
+
+    json_path, _ = write_report(tmp_path, "b", {"rows": []}, "| a |")
+    p = json.loads(json_path.read_text())["provenance"]
+    assert set(p["libraries"]) == set(LIBRARIES) and "git" in p

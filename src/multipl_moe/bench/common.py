@@ -145,7 +145,9 @@ def markdown_table(columns: list[tuple[str, str]], rows: list[dict]) -> str:
 def write_report(out_dir: Path, name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    from ..util.provenance import provenance  # issue 14: git commit and all four library versions
+
+    json_path.write_text(json.dumps({**payload, "provenance": provenance()}, indent=2) + "\n")
     md_path.write_text(markdown.rstrip() + "\n")
     return json_path, md_path
 
