@@ -531,3 +531,12 @@ def test_benchmark_results_say_what_produced_them(tmp_path):
     json_path, _ = write_report(tmp_path, "b", {"rows": []}, "| a |")
     p = json.loads(json_path.read_text())["provenance"]
     assert set(p["libraries"]) == set(LIBRARIES) and "git" in p
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(model_a):
+    # `multipl-moe info DIR | head -1`: the reader is gone before the command prints
+    p = subprocess.Popen([sys.executable, "-m", "multipl_moe.cli", "info", str(model_a)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 141 and "Traceback" not in err, err
