@@ -126,7 +126,8 @@ class RefMoE(nn.Module):
 
     def __init__(self, mlps, gate_EH, k, shared=None, shared_gate_H=None):
         super().__init__()
-        self.mlps, self.gate, self.k, self.shared, self.shared_gate = nn.ModuleList(mlps), gate_EH, k, shared, shared_gate_H
+        self.mlps, self.gate, self.k = nn.ModuleList(mlps), gate_EH, k
+        self.shared, self.shared_gate = shared, shared_gate_H
 
     def forward(self, x):
         probs = torch.softmax(x.float() @ self.gate.T, -1)
@@ -156,7 +157,7 @@ def reference(base_dir, expert_dirs, gates_LEH, k, shared=None, shared_gate_LH=N
 # ------------------------------------------------------------------ gates
 @pytest.mark.parametrize("mode,where,pool", [("hidden", "router", "last"), ("hidden", "residual", "last"),
                                              ("hidden_avg", "router", "mean"), ("hidden_avg", "residual", "mean")])
-def test_hidden_gate_vectors_equal_a_hand_computation(models, tiny_tokenizer, mode, where, pool):
+def test_hidden_gate_vectors_equal_a_hand_computation(models, mode, where, pool):
     base, _ = models("llama")
     experts = [Expert("x", PROMPTS[i], NEGATIVE.get(i)) for i in range(3)]
     got = gate_vectors(load(base), base_tokenizer(base), experts, mode, where)
@@ -166,7 +167,7 @@ def test_hidden_gate_vectors_equal_a_hand_computation(models, tiny_tokenizer, mo
     assert torch.allclose(got.norm(dim=-1), torch.ones(2, 3))
 
 
-def test_router_and_residual_gates_differ(models, tiny_tokenizer):
+def test_router_and_residual_gates_differ(models):
     base, _ = models("llama")
     experts = [Expert("x", PROMPTS[i]) for i in range(3)]
     a = gate_vectors(load(base), base_tokenizer(base), experts, "hidden", "router")
@@ -209,10 +210,11 @@ def test_merge_warns_on_degenerate_gates(models, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ Mixtral
-def test_mixtral_logits_equal_a_hand_built_merge(models, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_mixtral_logits_equal_a_hand_built_merge(arch, models, tmp_path):
     from transformers import MixtralForCausalLM
 
-    base, experts = models("llama")
+    base, experts = models(arch)
     out = merge(config(base, experts, experts_per_token=2), tmp_path / "mixtral")
     merged = load(out)
     assert type(merged) is MixtralForCausalLM and merged.config.num_local_experts == 3
@@ -248,7 +250,7 @@ def test_non_expert_average_is_the_mean_of_the_experts(models, tmp_path):
 
 # ------------------------------------------------------------------ Qwen2-MoE
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
-def test_qwen_moe_logits_equal_a_hand_built_merge_with_the_base_ffn_shared(arch, models, tiny_tokenizer, tmp_path):
+def test_qwen_moe_logits_equal_a_hand_built_merge_with_the_base_ffn_shared(arch, models, tmp_path):
     from transformers import Qwen2MoeForCausalLM
 
     base, experts = models(arch)
@@ -260,7 +262,7 @@ def test_qwen_moe_logits_equal_a_hand_built_merge_with_the_base_ffn_shared(arch,
         torch.testing.assert_close(merged(ids_batch()).logits, ref(ids_batch()).logits, atol=1e-5, rtol=1e-4)
 
 
-def test_qwen_moe_with_a_named_shared_expert_and_its_gate(models, tiny_tokenizer, tmp_path):
+def test_qwen_moe_with_a_named_shared_expert_and_its_gate(models, tmp_path):
     base, experts = models("qwen2")
     cfg = config(base, experts[:2], experts_per_token=1)
     cfg["shared_experts"] = [dict(source_model=str(experts[2]), positive_prompts=PROMPTS[2])]
@@ -317,17 +319,20 @@ def test_a_lora_adapter_expert_gives_the_same_merge_as_its_merged_copy(models, t
     peft_model.save_pretrained(tmp_path / "adapter")
     peft_model.merge_and_unload().save_pretrained(tmp_path / "full")
     runs = {}
-    for kind in ("adapter", "full"):
-        cfg = config(base, [experts[0], tmp_path / kind], non_expert="average", experts_per_token=2)
+    # An adapter directory (applied to base_model), mergekit's model+adapter form, and the full copy.
+    for kind, source in (("adapter", tmp_path / "adapter"), ("plus", f"{base}+{tmp_path / 'adapter'}"),
+                         ("full", tmp_path / "full")):
+        cfg = config(base, [experts[0], source], non_expert="average", experts_per_token=2)
         runs[kind] = load(merge(cfg, tmp_path / f"m-{kind}")).state_dict()
-    assert runs["adapter"].keys() == runs["full"].keys()
-    for k in runs["full"]:
-        torch.testing.assert_close(runs["adapter"][k], runs["full"][k], atol=1e-6, rtol=1e-6, msg=k)
+    for kind in ("adapter", "plus"):
+        assert runs[kind].keys() == runs["full"].keys()
+        for k in runs["full"]:
+            torch.testing.assert_close(runs[kind][k], runs["full"][k], atol=1e-6, rtol=1e-6, msg=k)
     assert not (tmp_path / "m-adapter" / "merged").exists() and len(list((tmp_path / "adapter").iterdir())) <= 3
 
 
 # ------------------------------------------------------------------ the hybrid checkpoint
-def test_hybrid_checkpoint_holds_the_fine_tunes_trains_a_step_and_generates(models, tiny_tokenizer, tmp_path):
+def test_hybrid_checkpoint_holds_the_fine_tunes_trains_a_step_and_generates(models, tmp_path):
     from multipl_moe.modeling import MultiplMoEForCausalLM
 
     base, experts = models("qwen2")
@@ -341,7 +346,8 @@ def test_hybrid_checkpoint_holds_the_fine_tunes_trains_a_step_and_generates(mode
         assert tok.config.num_experts == 4 and tok.config.top_k == 2
         for i, e in enumerate(experts):
             mlp = load(e).model.layers[l].mlp
-            torch.testing.assert_close(tok.experts.gate_up_proj[i], torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))
+            gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+            torch.testing.assert_close(tok.experts.gate_up_proj[i], gate_up)
             torch.testing.assert_close(tok.experts.down_proj[i], mlp.down_proj.weight)
         torch.testing.assert_close(tok.shared_expert.down_proj.weight, load(base).model.layers[l].mlp.down_proj.weight)
         torch.testing.assert_close(tok.router.weight[:3], gates[l], atol=1e-5, rtol=1e-5)
@@ -357,7 +363,7 @@ def test_hybrid_checkpoint_holds_the_fine_tunes_trains_a_step_and_generates(mode
     trained = MultiplMoEForCausalLM.from_pretrained(run / "final").eval()
     assert not torch.equal(trained.model.layers[0].mlp.token_moe.experts.down_proj,
                            model.model.layers[0].mlp.token_moe.experts.down_proj)
-    prompt = torch.tensor([[tiny_tokenizer.bos_token_id, 10, 11, 12]])
+    prompt = torch.tensor([[base_tokenizer(base).bos_token_id, 10, 11, 12]])
     generated = trained.generate(prompt, max_new_tokens=5, do_sample=False)
     assert generated.shape == (1, 9)
 
@@ -434,7 +440,8 @@ def _bad(models, tmp_path, case):
     elif case == "unknown gate mode":
         cfg["gate_mode"] = "hiden"
     elif case == "shared expert on Mixtral":
-        cfg["architecture"], cfg["shared_experts"] = "mixtral", [dict(source_model=str(experts[2]), positive_prompts=["x"])]
+        cfg["architecture"] = "mixtral"
+        cfg["shared_experts"] = [dict(source_model=str(experts[2]), positive_prompts=["x"])]
     elif case == "Mixtral from a Qwen2 base":
         cfg = config(qbase, qexperts[:2], architecture="mixtral")
     elif case == "shared expert without prompts":

@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
         "example:\n  multipl-moe merge merge.yaml --out runs/merged --architecture multipl-moe")
     p.add_argument("config", help="mergekit-moe YAML config")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
-    p.add_argument("--architecture", default=None, help="override the config's architecture: mixtral, qwen, multipl-moe")
+    p.add_argument("--architecture", default=None,
+                   help="override the config's architecture: mixtral, qwen, multipl-moe")
     p.add_argument("--gate-input", choices=["router", "residual"], default=None,
                    help="hidden-state gates read the router's real input (post-attention norm; default) or the "
                    "residual stream entering the layer (mergekit's choice)")

@@ -149,19 +149,18 @@ def _tokenizer(base: str):
 
 @torch.no_grad()
 def _mixtral(trunk, ffns: list[ExpertFFN], gates_LEH: torch.Tensor, top_k: int):
-    from transformers import MistralConfig, MixtralConfig, MixtralForCausalLM
+    from transformers import MixtralConfig, MixtralForCausalLM
 
-    base_dict = {k: v for k, v in trunk.config.to_dict().items()
-                 if k not in ("model_type", "architectures", "transformers_version", "auto_map")}
-    if trunk.config.model_type != "mistral":  # mergekit's route: a Llama config read as Mistral's
-        base_dict = {k: v for k, v in MistralConfig(**base_dict).to_dict().items() if k != "model_type"}
-    cfg = MixtralConfig(**{k: v for k, v in base_dict.items() if k not in ("architectures", "transformers_version")})
+    # The base's fields as they are (Llama's and Mistral's attention is Mixtral's), mergekit's settings on top.
+    fields = {k: v for k, v in trunk.config.to_dict().items()
+              if k not in ("model_type", "architectures", "transformers_version", "auto_map")}
+    cfg = MixtralConfig(**fields)
     cfg.architectures = ["MixtralForCausalLM"]
     cfg.num_local_experts = len(ffns)
     cfg.num_experts_per_tok = top_k
     cfg.sliding_window = None
-    head_dim = getattr(trunk.config, "head_dim", None) or trunk.config.hidden_size // trunk.config.num_attention_heads
-    cfg.head_dim = head_dim
+    base = trunk.config
+    cfg.head_dim = getattr(base, "head_dim", None) or base.hidden_size // base.num_attention_heads
     state = {k: v for k, v in trunk.state_dict().items() if ".mlp." not in k}
     for l in range(trunk.config.num_hidden_layers):
         p = f"model.layers.{l}.mlp."

@@ -83,10 +83,6 @@ class MergeConfig:
     """Accept experts that are all the same model (mergekit's
     --i-understand-this-is-not-useful-without-training): useful only if training follows."""
 
-    @property
-    def output_name(self) -> str:
-        return self.architecture_name()
-
     def architecture_name(self, base_model_type: str | None = None) -> str:
         if self.architecture:
             return next(n for n in OUTPUT_ARCHITECTURES if _arch_key(n).startswith(_arch_key(self.architecture)))

@@ -34,8 +34,10 @@ def check_4bit_supported() -> None:
             from None
 
 
-def qlora_model(base: str, r: int = 16, alpha: int = 32, dropout: float = 0.0,
-                targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")):
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def qlora_model(base: str, r: int = 16, alpha: int = 32, dropout: float = 0.0, targets: tuple[str, ...] = LORA_TARGETS):
     """`base` loaded in 4-bit NF4 (double quantisation, bf16 compute) with trainable LoRA adapters."""
     check_4bit_supported()
     import torch

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", required=True, type=Path)
     p.add_argument("--expert", action="append", required=True, metavar="LANG=DIR")
     p.add_argument("--prompts", type=int, default=8, help="prompts per language")
+    p.add_argument("--prompt-offset", type=int, default=0, help="skip this many training documents per language")
     p.add_argument("--prompt-chars", type=int, default=400)
     p.add_argument("--heldout", type=int, default=16, help="held-out documents per language")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -102,13 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     docs = _documents(args.corpus, args.val_fraction)
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     held = [docs[lang][1][: args.heldout] for lang in langs]
+    tokens = [sum(min(len(tokenizer(d, add_special_tokens=False)["input_ids"]), args.max_tokens - 1) for d in h)
+              for h in held]
+    print("held-out tokens: " + ", ".join(f"{lang} {n}" for lang, n in zip(langs, tokens)), file=sys.stderr)
     acc = {}
+    first = slice(args.prompt_offset, args.prompt_offset + args.prompts)
     for name, (gate_mode, gate_input) in VARIANTS.items():
         cfg = config_from_dict(dict(
             base_model=args.base, gate_mode=gate_mode, gate_input=gate_input, experts_per_token=1,
             architecture="mixtral",
             experts=[dict(source_model=experts[lang],
-                          positive_prompts=[d[: args.prompt_chars] for d in docs[lang][0][: args.prompts]])
+                          positive_prompts=[d[: args.prompt_chars] for d in docs[lang][0][first]])
                      for lang in langs]))
         model = build_merged(cfg).float().eval()
         acc[name] = routing_accuracy(model, tokenizer, held, args.max_tokens)
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "routing.json").write_text(json.dumps(
-            {"languages": langs, "heldout_docs": [len(h) for h in held],
+            {"languages": langs, "heldout_docs": [len(h) for h in held], "heldout_tokens": tokens,
+             "prompt_offset": args.prompt_offset,
              "accuracy_layer_lang": {k: v.tolist() for k, v in acc.items()}}, indent=1))
         (args.out / "routing.md").write_text(table + "\n")
     return 0
