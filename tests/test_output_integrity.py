@@ -540,3 +540,14 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(model_a):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=300) == 141 and "Traceback" not in err, err
+
+
+def test_report_out_into_another_models_result_folder_is_refused(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _result_folder(a, [True])
+    _result_folder(b, [False])
+    assert cli.main(["report", str(b)]) == 0
+    before = (b / "summary.json").read_bytes()
+    capsys.readouterr()
+    err = one_line_error(capsys, cli.main(["report", str(a), "--out", str(b)]))
+    assert "another eval/execute run" in err and (b / "summary.json").read_bytes() == before

@@ -262,7 +262,7 @@ def write_report(run: Run, out_dir: Path, ks=DEFAULT_KS) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"summary": out_dir / "summary.json", "table": out_dir / "passk.md",
              "chart": out_dir / "passk.png"}
-    check_writable(out_dir, tuple(p.name for p in paths.values()))
+    check_writable(out_dir, tuple(p.name for p in paths.values()), source=run.root)
     formats.write_json_atomic(paths["summary"], stamp(summary(run, ks), run.root), indent=2)
     formats.write_bytes_atomic(paths["table"], (table(run, ks) + "\n" + footer()).encode())
     plot([run], paths["chart"], k=ks[0])

@@ -79,10 +79,15 @@ def _ours_summary(path: Path) -> bool:
     return data.get("written_by") == WRITTEN_BY or {"root", "sandboxed", "results"} <= set(data)
 
 
-def check_writable(folder: Path, names: tuple[str, ...]) -> None:
-    """UserError (nothing written) if one of `names` in `folder` is not ours to replace."""
+def check_writable(folder: Path, names: tuple[str, ...], source: Path | None = None) -> None:
+    """UserError (nothing written) if one of `names` in `folder` is not ours to replace, or if
+    `folder` is another model's result folder (its summary would then describe `source`)."""
     folder = Path(folder)
     result = is_result_folder(folder)
+    if result and source is not None and folder.resolve() != Path(source).resolve():
+        raise UserError(f"{folder} is the result folder of another eval/execute run; writing the "
+                        f"report of {source} there would mix two models: pass --out with a "
+                        "folder of its own")
     summary_ours = (folder / "summary.json").is_file() and _ours_summary(folder / "summary.json")
     for name in names:
         path = folder / name
