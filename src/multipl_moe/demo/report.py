@@ -201,7 +201,8 @@ def write_report(out: Path, *, size, high, low, base_test, test, runs, sweep, be
     for v in VARIANTS:
         sweep_cells = ", ".join(f"{lr:g}: {loss:.3f}" for lr, loss in sweep[v].items())
         c = cost[v]
-        cost_lines.append(f"| {v} | {sweep_cells} | {best[v]:g} | {c['trainable_params']:,} of "
+        edge = " (edge of the sweep)" if best[v] in (min(sweep[v]), max(sweep[v])) else ""
+        cost_lines.append(f"| {v} | {sweep_cells} | {best[v]:g}{edge} | {c['trainable_params']:,} of "
                           f"{c['total_params']:,} | {c['flops_per_step'] * size.steps:.3g} "
                           f"({c['flops_per_step'] / dense_flops:.2f}×) |")
     status = (f"**FAILED stage(s): MultiPL-E evaluation of {', '.join(failures)}.**" if failures

@@ -74,10 +74,10 @@ class DemoSize:
         return dataclasses.asdict(self)
 
 
-CPU = DemoSize(name="cpu", estimate="about 10 minutes on 2 quiet CPU cores", bytes_per_lang=600_000, seq_len=128,
-               batch=16, steps=100, lr_grid=[1e-3, 3e-3, 1e-2], segment_length=32, eval_problems=2,
+CPU = DemoSize(name="cpu", estimate="about 8 minutes on 2 quiet CPU cores", bytes_per_lang=600_000, seq_len=128,
+               batch=16, steps=100, lr_grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2], segment_length=32, eval_problems=2,
                max_new_tokens=64, vocab=1024, hidden=64, inter=176, layers=2, pretrain_steps=400)
-QUICK = DemoSize(name="quick", estimate="about 2 minutes on 2 quiet CPU cores", bytes_per_lang=150_000, seq_len=64,
+QUICK = DemoSize(name="quick", estimate="about 1 minute on 2 quiet CPU cores", bytes_per_lang=150_000, seq_len=64,
                  batch=8, steps=12, lr_grid=[3e-3, 1e-2], segment_length=16, eval_problems=1, max_new_tokens=24,
                  seeds=[0, 1], vocab=512, hidden=32, inter=96, layers=2, pretrain_steps=40, heldout_blocks=4,
                  evals=2, test_fraction=0.15, val_fraction=0.15)
