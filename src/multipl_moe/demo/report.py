@@ -102,9 +102,10 @@ def _band(ax, xs, runs_vals, label):
         ax.fill_between(xs, arr.min(axis=0), arr.max(axis=0), color=line.get_color(), alpha=0.2)
 
 
-def plot_curves(runs: dict, cost: dict, high: list[str], low: list[str], path: Path) -> None:
+def plot_curves(runs: dict, cost: dict, high: list[str], low: list[str], path: Path,
+                base_val: dict[str, float] | None = None) -> None:
     """Validation loss over steps and over training FLOPs, low- and high-resource means, averaged
-    over seeds with the min-max band."""
+    over seeds with the min-max band; the base's validation loss as a dashed line when known."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,6 +126,9 @@ def plot_curves(runs: dict, cost: dict, high: list[str], low: list[str], path: P
             _band(axes[row][1], [s * cost[v]["flops_per_step"] / 1e12 for s in steps], curves, v)
         for col, xlabel in ((0, "training step"), (1, "training compute (TFLOPs, measured per step)")):
             ax = axes[row][col]
+            if base_val:
+                ax.axhline(sum(base_val[lang] for lang in langs) / len(langs), color="k", ls="--", lw=1,
+                           label="base (before continued training)")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"validation loss, mean of {', '.join(langs)}")
             ax.set_title(f"{group}: mean over seeds, band = min-max", fontsize=9)
@@ -192,7 +196,10 @@ def write_report(out: Path, *, size, high, low, base_test, test, runs, sweep, be
     seeds = size.seeds
     metrics = {v: per_seed(base_test, test[v], high, low) for v in VARIANTS}
     variant_lines, pair_lines, results = claims_tables(metrics)
-    plot_curves(runs, cost, high, low, out / "curves.png")
+    pre = out / "pretrain" / "metrics.jsonl"
+    base_val = [r for r in _records(pre.parent) if "val_loss_by_lang" in r][-1]["val_loss_by_lang"] \
+        if pre.is_file() else None
+    plot_curves(runs, cost, high, low, out / "curves.png", base_val)
     heat_notes = plot_heatmaps(runs, out / "routing.png")
     tokens = size.steps * size.batch * size.seq_len
     dense_flops = cost["dense"]["flops_per_step"]
@@ -271,8 +278,8 @@ def write_report(out: Path, *, size, high, low, base_test, test, runs, sweep, be
         "",
         "Validation loss (the split the learning rate was chosen on, not the test split) at each evaluation, "
         "averaged over the low-resource (top) and high-resource (bottom) languages; line = mean over seeds at each "
-        "variant's chosen learning rate, band = min to max over seeds; left against steps (equal tokens), right "
-        "against measured training FLOPs (equal compute).",
+        "variant's chosen learning rate, band = min to max over seeds, dashed = the base before continued "
+        "training; left against steps (equal tokens), right against measured training FLOPs (equal compute).",
         "",
         "![routing per language](routing.png)",
         "",
