@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..demo.settings import CPU, QUICK
+from ..demo.settings import CPU, GPU, QUICK
 
 # The one run-time estimate, shown by `multipl-moe --help`, `demo --help` and the README.
 ESTIMATE = f"{CPU.estimate}; --quick: {QUICK.estimate.split(' on ')[0]}"
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="toy sizes (the same as --size quick)")
     p.add_argument("--size", default=None, choices=("cpu", "quick", "gpu"),
                    help="cpu (default), quick, or gpu: Qwen/Qwen2.5-0.5B on The Stack (bigcode/the-stack-smol) "
-                   "and MultiPL-E from the hub")
+                   f"and MultiPL-E from the hub ({GPU.estimate})")
     p.add_argument("--recipe", type=Path, default=None,
                    help="YAML file: `size: cpu|quick|gpu` and any settings over it (base, sources, steps, seeds, "
                    "lr_grid, ...)")

@@ -82,7 +82,7 @@ QUICK = DemoSize(name="quick", estimate="about 1 minute on 2 quiet CPU cores", b
                  seeds=[0, 1], vocab=512, hidden=32, inter=96, layers=2, pretrain_steps=40, heldout_blocks=4,
                  evals=2, test_fraction=0.15, val_fraction=0.15)
 _STACK = "bigcode/the-stack-smol?data_dir=data/{}"
-GPU = DemoSize(name="gpu", estimate="an estimate, not measured: about 2 hours on one 80 GB GPU",
+GPU = DemoSize(name="gpu", estimate="an estimate, not measured: 2-3 hours on one 80 GB GPU",
                bytes_per_lang=30_000_000, seq_len=1024, batch=8, steps=400, lr_grid=[1e-5, 3e-5, 1e-4],
                segment_length=64, eval_problems=164, max_new_tokens=512, base="Qwen/Qwen2.5-0.5B",
                sources={"py": _STACK.format("python"), "java": _STACK.format("java"), "cpp": _STACK.format("c++"),
