@@ -17,7 +17,14 @@ def add_parser(sub) -> None:
         epilog="example config:\n"
         "  base_model: runs/tiny-base\n  gate_mode: hidden\n  experts_per_token: 1\n  experts:\n"
         "    - source_model: runs/ft-py/final\n      positive_prompts: [\"def main():\"]\n"
-        "    - source_model: runs/ft-rs/lora-adapter\n      positive_prompts: [\"fn main() {\"]\n\n"
+        "    - source_model: runs/rs-lora-adapter   # a PEFT adapter directory on base_model\n"
+        "      positive_prompts: [\"fn main() {\"]\n\n"
+        "per-language fine-tunes (one per language, then list each final/ as an expert):\n"
+        "  multipl-moe train configs/tiny-cpu.yaml model.base=runs/tiny-base model.variant=dense \\\n"
+        "      'data.languages=[py]' output_dir=runs/ft-py\n"
+        "  multipl-moe train configs/tiny-cpu.yaml model.base=runs/tiny-base model.variant=lora \\\n"
+        "      'data.languages=[rs]' optim.lr=1e-3 output_dir=runs/ft-rs     (final/ holds the LoRA merged in)\n"
+        "  4-bit QLoRA needs bitsandbytes on a CUDA GPU (multipl_moe.merge.qlora); it is not supported on CPU.\n\n"
         "example:\n  multipl-moe merge merge.yaml --out runs/merged --architecture multipl-moe")
     p.add_argument("config", help="mergekit-moe YAML config")
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")

@@ -70,13 +70,21 @@ def _documents(corpus: Path, val_fraction: float, seed: int = 0) -> dict[str, tu
 
 
 def _table(acc: dict[str, torch.Tensor], langs: list[str]) -> str:
-    L = next(iter(acc.values())).shape[0]
-    head = "| gates | " + " | ".join(f"layer {l}" for l in range(L)) + " | mean | per language (mean over layers) |"
-    lines = [head, "|" + "---|" * (L + 3)]
+    """acc: variant -> [R, L, E] (R prompt sets). Means over prompt sets and languages per layer."""
+    L = next(iter(acc.values())).shape[1]
+    head = ("| gates | " + " | ".join(f"layer {l}" for l in range(L))
+            + " | mean | min..max over prompt sets | per language |")
+    lines = [head, "|" + "---|" * (L + 4)]
     for name, a in acc.items():
-        per_lang = ", ".join(f"{lang} {v:.2f}" for lang, v in zip(langs, a.mean(0).tolist()))
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in a.mean(1).tolist())
-                     + f" | {a.mean():.3f} | {per_lang} |")
+        per_run = a.mean((1, 2))
+        per_lang = ", ".join(f"{lang} {v:.2f}" for lang, v in zip(langs, a.mean((0, 1)).tolist()))
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in a.mean((0, 2)).tolist())
+                     + f" | {a.mean():.3f} | {per_run.min():.3f}..{per_run.max():.3f} | {per_lang} |")
+    for pool in ("hidden", "hidden_avg"):
+        router = acc[f"{pool}/router"].mean(2)
+        residual = next(v for k, v in acc.items() if k.startswith(f"{pool}/residual")).mean(2)
+        lines.append(f"\n{pool}: router input above the residual stream in {int((router > residual).sum())} of "
+                     f"{router.numel()} (prompt set, layer) pairs")
     return "\n".join(lines)
 
 
@@ -91,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", required=True, type=Path)
     p.add_argument("--expert", action="append", required=True, metavar="LANG=DIR")
     p.add_argument("--prompts", type=int, default=8, help="prompts per language")
-    p.add_argument("--prompt-offset", type=int, default=0, help="skip this many training documents per language")
+    p.add_argument("--prompt-offsets", type=int, nargs="+", default=[0],
+                   help="one prompt set per offset: training documents [offset, offset + prompts) of each language")
     p.add_argument("--prompt-chars", type=int, default=400)
     p.add_argument("--heldout", type=int, default=16, help="held-out documents per language")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -106,26 +115,27 @@ def main(argv: list[str] | None = None) -> int:
     tokens = [sum(min(len(tokenizer(d, add_special_tokens=False)["input_ids"]), args.max_tokens - 1) for d in h)
               for h in held]
     print("held-out tokens: " + ", ".join(f"{lang} {n}" for lang, n in zip(langs, tokens)), file=sys.stderr)
-    acc = {}
-    first = slice(args.prompt_offset, args.prompt_offset + args.prompts)
-    for name, (gate_mode, gate_input) in VARIANTS.items():
-        cfg = config_from_dict(dict(
-            base_model=args.base, gate_mode=gate_mode, gate_input=gate_input, experts_per_token=1,
-            architecture="mixtral",
-            experts=[dict(source_model=experts[lang],
-                          positive_prompts=[d[: args.prompt_chars] for d in docs[lang][0][first]])
-                     for lang in langs]))
-        model = build_merged(cfg).float().eval()
-        acc[name] = routing_accuracy(model, tokenizer, held, args.max_tokens)
-        print(f"{name}: mean {acc[name].mean():.3f}", file=sys.stderr)
-    table = _table(acc, langs)
+    acc: dict[str, list[torch.Tensor]] = {name: [] for name in VARIANTS}
+    for offset in args.prompt_offsets:
+        prompts = {lang: [d[: args.prompt_chars] for d in docs[lang][0][offset: offset + args.prompts]]
+                   for lang in langs}
+        for name, (gate_mode, gate_input) in VARIANTS.items():
+            cfg = config_from_dict(dict(
+                base_model=args.base, gate_mode=gate_mode, gate_input=gate_input, experts_per_token=1,
+                architecture="mixtral",
+                experts=[dict(source_model=experts[lang], positive_prompts=prompts[lang]) for lang in langs]))
+            model = build_merged(cfg).float().eval()
+            acc[name].append(routing_accuracy(model, tokenizer, held, args.max_tokens))
+            print(f"prompts from {offset}, {name}: mean {acc[name][-1].mean():.3f}", file=sys.stderr)
+    stacked = {name: torch.stack(v) for name, v in acc.items()}
+    table = _table(stacked, langs)
     print(table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "routing.json").write_text(json.dumps(
             {"languages": langs, "heldout_docs": [len(h) for h in held], "heldout_tokens": tokens,
-             "prompt_offset": args.prompt_offset,
-             "accuracy_layer_lang": {k: v.tolist() for k, v in acc.items()}}, indent=1))
+             "prompt_offsets": args.prompt_offsets,
+             "accuracy_set_layer_lang": {k: v.tolist() for k, v in stacked.items()}}, indent=1))
         (args.out / "routing.md").write_text(table + "\n")
     return 0
 
