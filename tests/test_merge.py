@@ -248,6 +248,26 @@ def test_non_expert_average_is_the_mean_of_the_experts(models, tmp_path):
     assert not torch.allclose(mean, load(base).state_dict()[name])
 
 
+def test_residual_scale_noise_scale_and_dtype_as_mergekit_applies_them(models, tmp_path):
+    from safetensors.torch import load_file
+
+    base, experts = models("llama")
+    cfg = config(base, experts[:2], dtype="bfloat16")
+    cfg["experts"][0]["residual_scale"] = 0.5
+    cfg["experts"][1]["noise_scale"] = 0.01
+    merged = load(merge(cfg, tmp_path / "m"))
+    assert all(t.dtype == torch.bfloat16 for t in load_file(tmp_path / "m" / "model.safetensors").values())
+    for l, layer in enumerate(merged.model.layers):
+        e0, e1 = (load(e).model.layers[l].mlp for e in experts[:2])
+        bf16 = lambda t: t.to(torch.bfloat16).float()  # noqa: E731
+        torch.testing.assert_close(layer.mlp.experts.down_proj[0], bf16(0.5 * e0.down_proj.weight))
+        torch.testing.assert_close(layer.mlp.experts.gate_up_proj[0, :176], bf16(e0.gate_proj.weight))
+        noise = layer.mlp.experts.down_proj[1] - e1.down_proj.weight
+        assert 0.005 < float(noise.std()) < 0.02
+    again = load(merge(cfg, tmp_path / "again"))  # the noise is seeded
+    assert torch.equal(again.model.layers[0].mlp.experts.down_proj, merged.model.layers[0].mlp.experts.down_proj)
+
+
 # ------------------------------------------------------------------ Qwen2-MoE
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
 def test_qwen_moe_logits_equal_a_hand_built_merge_with_the_base_ffn_shared(arch, models, tmp_path):
