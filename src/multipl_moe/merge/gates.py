@@ -9,8 +9,12 @@ in every layer. `random`: standard normal rows; `uniform_random`: nn.Linear's de
 Where the hidden state is read (`gate_input`): mergekit reads the residual stream entering the
 layer (`output_hidden_states[l]`), but the router of a Mixtral / Qwen2-MoE / MultiPL-MoE layer
 sees the post-attention, post-norm state (`post_attention_layernorm`'s output). `router` (our
-default) reads exactly that; `residual` is mergekit's choice. The routing accuracy of both is
-measured by `routing.py`.
+default) reads exactly that; `residual` is mergekit's choice. Measured by `routing.py` (four
+4-layer Llama fine-tunes of one tiny base on py/cpp/rs/go of the local corpus, merged as Mixtral
+with top-1 routing, four prompt sets of 8 training documents, 17k held-out tokens; chance 0.25),
+the share of held-out tokens routed to their language's expert, mean over layers:
+`hidden` 0.291 at the router input vs 0.272 on the residual stream, `hidden_avg` 0.366 vs 0.314,
+`cheap_embed` 0.258; the router input won in all 16 (prompt set, layer) pairs of both poolings.
 
 Each prompt runs alone, as mergekit's tokenisation gives it (BOS + text, no other special
 tokens), so no padding enters a mean, and `hidden_avg` averages real tokens only (mergekit's
