@@ -93,3 +93,25 @@ def test_parse_size():
            [512, 2048, 2 * 1024**2, int(1.5 * 1024**3), 3 * 1024**2, None, None]
     with pytest.raises(Exception):
         parse_size("lots")
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "mistral"])
+def test_a_checkpoints_tokenizer_reloads_to_the_same_ids_as_the_trained_one(tmp_path, arch):
+    # transformers 5 loads the tokenizer beside a Qwen2 config as Qwen2Tokenizer, which builds its
+    # own pre-tokenizer; with GPT-2's plain byte-level one the reloaded tokenizer split differently.
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    from multipl_moe.data.tokenizer import QWEN2_PRETOKENIZE_REGEX, train_bpe_tokenizer
+    from multipl_moe.modeling.tiny import make_tiny_dense
+
+    assert QWEN2_PRETOKENIZE_REGEX == PRETOKENIZE_REGEX
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(SNIPPETS) for _ in range(6)) for _ in range(60)]
+    tok = train_bpe_tokenizer(texts, vocab_size=400)
+    make_tiny_dense(tmp_path / arch, arch, tokenizer=tok)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / arch)
+    probes = SNIPPETS + ["x  =  1\r\n\r\n\ty = 'it''s'\n", "naïve café 1234567 ünïcödé\n\n\n"]
+    for text in probes:
+        assert reloaded(text)["input_ids"] == tok(text)["input_ids"], (type(reloaded).__name__, text)
+        assert reloaded.decode(reloaded(text)["input_ids"]) == text
