@@ -422,7 +422,9 @@ def test_every_output_loads_with_plain_transformers_where_the_package_cannot_be_
                                    "multipl-moe", "MultiplMoEForCausalLM"]
     for name, path in outs.items():
         with torch.no_grad():
-            assert torch.equal(torch.load(path / "logits.pt"), load(path)(ids_batch()).logits), name
+            # another process may pick other GEMM kernels (thread count, load): equal up to fp32 rounding
+            torch.testing.assert_close(torch.load(path / "logits.pt"), load(path)(ids_batch()).logits,
+                                       rtol=1e-5, atol=1e-5, msg=name)
 
 
 # ------------------------------------------------------------------ bad configs: one line each
