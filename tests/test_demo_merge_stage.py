@@ -59,6 +59,10 @@ def test_merge_stage_table_has_every_model_and_language_with_finite_numbers(tiny
     assert result["problems"] == 3
     assert set(result["codebleu"]) == {"base", "fine-tune py", *merges}
     assert all(0 <= v <= 1 for v in result["codebleu"].values())
+    kept = M.own_gain_kept(result)
+    assert set(kept) == set(merges) and all(math.isfinite(v) for v in kept.values())
+    section = "\n".join(M.report_lines(result))
+    assert "cannot be a Mixtral" in section and f"keeps {max(kept.values()):.0%}" in section
     table = (tmp_path / "merge" / M.SECTION).read_text()
     for name in result["models"]:
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))

@@ -237,6 +237,56 @@ def markdown(result: dict) -> list[str]:
     return lines
 
 
+def own_gain_kept(result: dict) -> dict[str, float]:
+    """Merge -> share of the fine-tunes' own-language gain it keeps: (base - merge) / (base - own),
+    each the mean over languages of the held-out loss, `own` each language's own fine-tune."""
+    langs, loss = result["langs"], result["loss"]
+
+    def mean(name_of):
+        return sum(loss[name_of(lang)][lang] for lang in langs) / len(langs)
+
+    base, own = mean(lambda _: "base"), mean(lambda lang: f"fine-tune {lang}")
+    if base == own:
+        return {}
+    return {m: (base - mean(lambda _, m=m: m)) / (base - own) for m in result["merges"]}
+
+
+def report_lines(result: dict) -> list[str]:
+    """The demo report's section: how the stage ran, its table, what it shows and cannot show."""
+    k = result["key"]
+    langs = result["langs"]
+    kept = own_gain_kept(result)
+    best = max(kept, key=kept.get) if kept else None
+    shows = (f"Of the gain each language's own fine-tune makes over the base (mean held-out loss over "
+             f"{', '.join(langs)}), the best merge, {best}, keeps {kept[best]:.0%} "
+             f"({'; '.join(f'{m} {v:.0%}' for m, v in kept.items())}), without training after the merge"
+             if best else "The fine-tunes did not move the mean held-out loss, so no merge can be compared with them")
+    cb = ("" if not result["codebleu"] else
+          f"; CodeBLEU on {result['problems']} docstring -> function problems of the Python test split "
+          f"(signature and docstring given, the body scored; weights 0.25 each; greedy, {k['max_new_tokens']} "
+          "new tokens)")
+    return [
+        "## Merging per-language fine-tunes",
+        "",
+        f"The base fine-tuned on each of {', '.join(langs)} alone (dense, {k['steps']} steps at the dense "
+        f"variant's chosen learning rate {k['lr']:g}, seed {k['seed']}), the fine-tunes merged three ways "
+        "(router rows from the hidden states of four training documents per language, `gate_mode: hidden_avg`, "
+        "two experts per token" + ("" if any(m.startswith("Mixtral") for m in result["merges"]) else
+                                   "; a Qwen2 base cannot be a Mixtral, whose attention has no biases, so the "
+                                   "plain-transformers merge is Qwen2-MoE")
+        + "). Held-out test loss per language (lower is better)" + cb
+        + f". Stage time {result['seconds']:.0f} s.",
+        "",
+        *markdown(result),
+        "",
+        *([result["note"], ""] if result.get("note") else []),
+        f"{shows}. It cannot show whether merging beats training one model on all languages at scale: these are "
+        f"one-seed fine-tunes of {k['steps']} steps on a tiny model, and CodeBLEU of models this small scores the "
+        "look of the generated lines, not working code.",
+        "",
+    ]
+
+
 def check_finite(result: dict) -> list[str]:
     """Names of (model, language) cells whose loss is missing or not finite."""
     bad = []
