@@ -29,9 +29,8 @@ RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 # config class); it is imported by nothing below it.
 ABOVE_ITS_FOLDER = {"multipl_moe.config.reference": RANK["commands"]}
 # Known and being removed (issue 13): the demo drives `eval` through the CLI until it calls
-# evaluation.pipeline.evaluate, and keeps an import fallback for the old atomic module.
+# evaluation.pipeline.evaluate. Nothing else may be added here.
 PENDING = {"multipl_moe.demo.eval (demo) imports multipl_moe.cli (cli)",
-           "multipl_moe.demo.report imports multipl_moe.atomic, which does not exist",
            "multipl_moe.demo.eval -> multipl_moe.cli"}
 
 

@@ -187,10 +187,7 @@ def plot_heatmaps(runs: dict, path: Path) -> list[str]:
 
 def write_report(out: Path, *, size, high, low, base_test, test, runs, sweep, best, cost, pass_at_1, eval_note,
                  failures, corpus_lines, command, seconds, machine, reused=0) -> Path:
-    try:
-        from ..util.atomic import atomic_file
-    except ImportError:  # before the package's util/ layout (issue 13) lands
-        from ..atomic import atomic_file
+    from ..util.atomic import atomic_file
 
     langs = high + low
     seeds = size.seeds
