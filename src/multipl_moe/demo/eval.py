@@ -23,7 +23,9 @@ def evaluate_slice(out: Path, models: dict[str, Path], data_dir: Path | None, la
                    max_new_tokens: int, device: str = "cpu", hub: bool = False
                    ) -> tuple[list[str], str, list[str]]:
     """(table rows, note, names of the models whose evaluation failed)."""
-    from ..cli import main as cli
+    from ..errors import UserError
+    from ..evaluation.generate import Sampling
+    from ..evaluation.pipeline import ExecutionOptions, ModelSource, ProblemSource, evaluate
 
     if data_dir is None and not hub:
         return ["(skipped)"], ("No MultiPL-E folder was found (pass --data-dir or set MULTIPL_E_DIR), so the "
@@ -34,10 +36,16 @@ def evaluate_slice(out: Path, models: dict[str, Path], data_dir: Path | None, la
     for name, model_dir in models.items():
         dest = out / name
         log(f"   eval {name}: HumanEval first {problems} problems x {','.join(langs)}, greedy")
-        where = ["--data-dir", str(data_dir)] if data_dir is not None else []
-        rc = cli(["eval", "--model", str(model_dir), "--benchmark", "humaneval", "--langs", ",".join(langs),
-                  *where, "--limit", str(problems), "--greedy", "--max-new-tokens", str(max_new_tokens),
-                  "--out", str(dest), "--no-progress", "--device", device])
+        try:
+            result = evaluate(ModelSource(str(model_dir), device=device),
+                              ProblemSource(benchmarks=("humaneval",), langs=tuple(langs), data_dir=data_dir,
+                                            limit=problems),
+                              Sampling(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens),
+                              out=dest, execution=ExecutionOptions(progress=False), progress=False)
+            rc = result.status
+        except UserError as e:  # the same one line `multipl-moe eval` would print
+            log(f"   eval {name}: error: {e}")
+            rc = 2
         if rc != 0:
             failures.append(name)
             rows.append(f"| {name} | " + " | ".join("FAILED" for _ in langs) + " |")
