@@ -32,3 +32,9 @@ def test_readme_configuration_reference_is_generated_from_the_dataclasses():
 def test_readme_opens_with_the_two_commands():
     head = README.read_text()[:1500]
     assert "make demo" in head and "make test" in head
+
+
+def test_readme_gives_the_demos_own_run_time_estimate():
+    from multipl_moe.commands.demo import ESTIMATE
+
+    assert ESTIMATE in README.read_text()[:1500], "the README's make demo line must say: " + ESTIMATE
