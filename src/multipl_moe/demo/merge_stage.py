@@ -225,16 +225,17 @@ def run_merge_stage(out: Path, base: Path, train_file: Path, test_file: Path, la
 
 def markdown(result: dict) -> list[str]:
     """The stage's table: held-out test loss per language (lower is better), their mean, and CodeBLEU."""
+    from ..util.tables import markdown_table
+
     langs = result["langs"]
-    lines = ["| model | " + " | ".join(f"test loss {lang}" for lang in langs) + " | mean | CodeBLEU |",
-             "|---|" + "---|" * (len(langs) + 2)]
+    rows = []
     for name in result["models"]:
         losses = result["loss"][name]
-        mean = sum(losses[lang] for lang in langs) / len(langs)
         cb = result["codebleu"].get(name)
-        lines.append(f"| {name} | " + " | ".join(f"{losses[lang]:.3f}" for lang in langs)
-                     + f" | {mean:.3f} | " + ("—" if cb is None else f"{100 * cb:.1f}") + " |")
-    return lines
+        mean = sum(losses[lang] for lang in langs) / len(langs)
+        rows.append([name, *(f"{losses[lang]:.3f}" for lang in langs), f"{mean:.3f}",
+                     "—" if cb is None else f"{100 * cb:.1f}"])
+    return markdown_table(["model", *(f"test loss {lang}" for lang in langs), "mean", "CodeBLEU"], rows).splitlines()
 
 
 def own_gain_kept(result: dict) -> dict[str, float]:
