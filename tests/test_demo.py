@@ -235,3 +235,25 @@ def test_gpu_size_runs_offline_with_local_stand_ins_for_its_hub_names(tmp_path, 
     cfg = json.loads((out / "runs" / "hybrid-batch-lr0.001-seed1" / "config.json").read_text())
     assert cfg["model"]["base"] == str(base) and cfg["data"]["sampling_weights"]["rs"] == pytest.approx(0.3)
     assert not (out / "pretrain").exists()   # a real base is not pre-trained again
+
+
+def test_the_demo_gives_the_callers_torch_thread_count_back(tmp_path, monkeypatch):
+    # The CPU sizes train on one thread; left set, later work in the same process ran with other
+    # GEMM kernels (seen: the SIGKILL-resume test after the quick demo differed by 5e-7).
+    import torch
+
+    from multipl_moe.demo import run as demo_run
+
+    def one_thread_then_fail(opts):
+        torch.set_num_threads(1)
+        raise RuntimeError("stage failed")
+
+    monkeypatch.setattr(demo_run, "_run", one_thread_then_fail)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError):
+            demo_run.run_demo(type("Opts", (), {"out": tmp_path / "demo"})())
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

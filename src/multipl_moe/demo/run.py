@@ -383,8 +383,17 @@ def _minutes(seconds: float) -> str:
 # the demo
 
 def run_demo(opts: DemoOptions) -> Path:
-    with locked_output(opts.out):
-        return _run(opts)
+    import torch
+
+    # The CPU sizes run torch on one thread (see DemoSize.cpu_threads); give the caller its own
+    # setting back, or every later computation in the process (tests, notebooks) runs with
+    # other GEMM kernels and stops matching runs made in fresh processes bit for bit.
+    threads = torch.get_num_threads()
+    try:
+        with locked_output(opts.out):
+            return _run(opts)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _run(opts: DemoOptions) -> Path:
