@@ -80,3 +80,21 @@ def test_merge_stage_table_has_every_model_and_language_with_finite_numbers(tiny
     again = M.run_merge_stage(tmp_path / "merge", base, train_file, test_file, **{**kw, "steps": 3})
     assert again["key"]["steps"] == 3
     assert (tmp_path / "merge" / "finetune" / "py" / "final" / "config.json").stat().st_mtime_ns != stamp
+
+
+@pytest.mark.slow
+def test_the_demo_runs_the_stage_and_reports_its_table(tmp_path):
+    from multipl_moe.cli import main as cli
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({"size": "quick", "lr_grid": [1e-2], "seeds": [0], "steps": 4, "pretrain_steps": 8,
+                                  "merge_steps": 2, "merge_problems": 2, "merge_max_new_tokens": 8}))
+    out = tmp_path / "demo"
+    assert cli(["demo", "--recipe", str(recipe), "--out", str(out), "--eval-langs", "py"]) == 0
+    merged = json.loads((out / "summary.json").read_text())["merge"]
+    assert merged["langs"] == ["py", "rs", "go", "rb"] and merged["key"]["steps"] == 2
+    assert merged["key"]["lr"] == 1e-2 and M.check_finite(merged) == []
+    report = (out / "report.md").read_text()
+    assert "## Merging per-language fine-tunes" in report
+    for line in M.markdown(merged):
+        assert line in report

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .common import utc_now
+from .merge_stage import report_lines
 from .settings import VARIANTS
 from .stats import FORGET, GAIN, fmt_spread, paired, per_seed, spread
 
@@ -186,7 +187,7 @@ def plot_heatmaps(runs: dict, path: Path) -> list[str]:
 
 
 def write_report(out: Path, *, size, high, low, base_test, test, runs, sweep, best, cost, pass_at_1, eval_note,
-                 failures, corpus_lines, command, seconds, machine, reused=0) -> Path:
+                 failures, corpus_lines, command, seconds, machine, reused=0, merge=None) -> Path:
     from ..util.atomic import atomic_file
 
     langs = high + low
@@ -290,6 +291,7 @@ def write_report(out: Path, *, size, high, low, base_test, test, runs, sweep, be
         "",
         eval_note,
         "",
+        *(report_lines(merge) if merge else []),
         "## What this miniature can and cannot show",
         "",
         "It can show, for models and data small enough for a CPU, whether the hybrid MoE's frozen-dense recipe "
@@ -313,7 +315,8 @@ def write_report(out: Path, *, size, high, low, base_test, test, runs, sweep, be
     with atomic_file(out / "summary.json") as f:
         f.write(json.dumps({"base_test": base_test, "test": test, "sweep": {v: {str(k): x for k, x in s.items()}
                                                                             for v, s in sweep.items()},
-                            "best_lr": best, "cost": cost, "metrics": metrics, "failures": failures},
+                            "best_lr": best, "cost": cost, "metrics": metrics, "failures": failures,
+                            "merge": merge},
                            indent=2, sort_keys=True) + "\n")
     with atomic_file(path) as f:
         f.write("\n".join(md) + "\n")

@@ -481,6 +481,18 @@ def _run(opts: DemoOptions) -> Path:
             cost[variant] = measure_cost(size, base, train_file, variant, weights)
     cost_file.write_text(json.dumps(cost, indent=2) + "\n")
 
+    merged = None
+    merge_steps = size.steps if size.merge_steps is None else size.merge_steps
+    if merge_steps:
+        from .merge_stage import run_merge_stage
+
+        merge_langs = (["py"] if "py" in high else high[:1]) + low
+        log(f"4b/6 merge stage: the base fine-tuned on each of {', '.join(merge_langs)} alone, merged three ways; "
+            "held-out loss and CodeBLEU")
+        merged = run_merge_stage(out / "merge", _base_dir(out, base), train_file, test_file, merge_langs, size,
+                                 steps=merge_steps, lr=best["dense"], seed=seeds[0], problems=size.merge_problems,
+                                 max_new_tokens=size.merge_max_new_tokens or size.max_new_tokens)
+
     log("5/6 MultiPL-E slice: generation, sandboxed execution, pass@1")
     from .eval import evaluate_slice
 
@@ -497,7 +509,7 @@ def _run(opts: DemoOptions) -> Path:
 
     path = write_report(out, size=size, high=high, low=low, base_test=base_test, test=test, runs=runs,
                         sweep=sweep, best=best, cost=cost, pass_at_1=pass_at_1, eval_note=eval_note,
-                        failures=failures, corpus_lines=corpus_lines, command=opts.command,
+                        failures=failures, corpus_lines=corpus_lines, command=opts.command, merge=merged,
                         seconds=time.time() - t_start, machine=_machine(), reused=progress.reused)
     if failures:
         raise DemoStageError(f"stage 5 failed for {', '.join(failures)}; {path} says what ran and what failed")

@@ -63,6 +63,12 @@ class DemoSize:
     """Blocks per language scored in the validation and test splits."""
     evals: int = 5
     """Validation passes per run (the held-out loss curves)."""
+    merge_steps: int | None = None
+    """Steps of each per-language fine-tune of the merge stage (None: `steps`; 0: no merge stage)."""
+    merge_problems: int = 20
+    """Docstring -> function problems the merge stage scores with CodeBLEU."""
+    merge_max_new_tokens: int | None = None
+    """Tokens generated per problem there (None: `max_new_tokens`)."""
     precision: str = "fp32"
     device: str = "cpu"
     cpu_threads: int | None = 1
@@ -76,18 +82,21 @@ class DemoSize:
 
 CPU = DemoSize(name="cpu", estimate="about 8 minutes on 2 quiet CPU cores", bytes_per_lang=600_000, seq_len=128,
                batch=16, steps=100, lr_grid=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2], segment_length=32, eval_problems=2,
-               max_new_tokens=64, vocab=1024, hidden=64, inter=176, layers=2, pretrain_steps=400)
+               max_new_tokens=64, vocab=1024, hidden=64, inter=176, layers=2, pretrain_steps=400,
+               merge_steps=40, merge_max_new_tokens=48)
 QUICK = DemoSize(name="quick", estimate="about 1 minute on 2 quiet CPU cores", bytes_per_lang=150_000, seq_len=64,
                  batch=8, steps=12, lr_grid=[3e-3, 1e-2], segment_length=16, eval_problems=1, max_new_tokens=24,
                  seeds=[0, 1], vocab=512, hidden=32, inter=96, layers=2, pretrain_steps=40, heldout_blocks=4,
-                 evals=2, test_fraction=0.15, val_fraction=0.15)
+                 evals=2, test_fraction=0.15, val_fraction=0.15, merge_steps=6, merge_problems=4,
+                 merge_max_new_tokens=16)
 _STACK = "bigcode/the-stack-smol?data_dir=data/{}"
 GPU = DemoSize(name="gpu", estimate="an estimate, not measured: 2-3 hours on one 80 GB GPU",
                bytes_per_lang=30_000_000, seq_len=1024, batch=8, steps=400, lr_grid=[1e-5, 3e-5, 1e-4],
                segment_length=64, eval_problems=164, max_new_tokens=512, base="Qwen/Qwen2.5-0.5B",
                sources={"py": _STACK.format("python"), "java": _STACK.format("java"), "cpp": _STACK.format("c++"),
                         "rs": _STACK.format("rust"), "go": _STACK.format("go"), "rb": _STACK.format("ruby")},
-               eval_data="hub", heldout_blocks=64, precision="bf16", device="cuda", cpu_threads=None)
+               eval_data="hub", heldout_blocks=64, precision="bf16", device="cuda", cpu_threads=None,
+               merge_problems=100)
 SIZES = {s.name: s for s in (CPU, QUICK, GPU)}
 
 
