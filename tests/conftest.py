@@ -42,3 +42,20 @@ def tiny_base_factory(tmp_path_factory, tiny_tokenizer):
         return cache[key]
 
     return make
+
+
+# The first lines of a script run in a subprocess that must not see this package (remote-code and
+# plain-transformers loading tests): any import of multipl_moe fails there, and the script checks it.
+NO_PACKAGE_PRELUDE = """\
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "multipl_moe":
+            raise ImportError("multipl_moe is blocked in this process")
+sys.meta_path.insert(0, Block())
+try:
+    import multipl_moe
+    raise SystemExit("the package was importable")
+except ImportError:
+    pass
+"""

@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import NO_PACKAGE_PRELUDE
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache
@@ -250,19 +251,7 @@ def run(model, out_path, cache_modes=(True,)):
 def test_remote_code_checkpoint_generates_the_same_without_the_package(causal_checkpoint, tmp_path):
     path = causal_checkpoint("qwen2")
     script = _REMOTE_SCRIPT.format(modes=repr(MODES))
-    remote = textwrap.dedent("""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "multipl_moe":
-                    raise ImportError("multipl_moe is blocked in this process")
-        sys.meta_path.insert(0, Block())
-        try:
-            import multipl_moe
-            raise SystemExit("the package was importable")
-        except ImportError:
-            pass
-    """) + script + textwrap.dedent(f"""
+    remote = NO_PACKAGE_PRELUDE + script + textwrap.dedent(f"""
         model = AutoModelForCausalLM.from_pretrained({str(path)!r}, trust_remote_code=True).eval()
         run(model, {str(tmp_path / 'remote.json')!r})
     """)

@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import NO_PACKAGE_PRELUDE
 import torch
 from torch import nn
 
@@ -394,18 +395,7 @@ def test_every_output_loads_with_plain_transformers_where_the_package_cannot_be_
     outs = {a: merge(config(base, experts, experts_per_token=2), tmp_path / a, architecture=a)
             for a in ("mixtral", "qwen", "multipl-moe")}
     torch.save(ids_batch(), tmp_path / "ids.pt")
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "multipl_moe":
-                    raise ImportError("multipl_moe is blocked in this process")
-        sys.meta_path.insert(0, Block())
-        try:
-            import multipl_moe
-            raise SystemExit("the package was importable")
-        except ImportError:
-            pass
+    script = NO_PACKAGE_PRELUDE + textwrap.dedent(f"""
         import torch
         from transformers import AutoModelForCausalLM
         ids = torch.load({str(tmp_path / 'ids.pt')!r})

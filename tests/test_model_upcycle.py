@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import NO_PACKAGE_PRELUDE
 import torch
 
 from multipl_moe.cli import main as cli
@@ -85,18 +86,7 @@ def test_trust_remote_code_loads_where_the_package_cannot_be_imported(upcycled, 
     path = upcycled("llama", "paper-causal", "--noise-std", "0.01")
     ids = ids_batch()
     torch.save(ids, tmp_path / "ids.pt")
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "multipl_moe":
-                    raise ImportError("multipl_moe is blocked in this process")
-        sys.meta_path.insert(0, Block())
-        try:
-            import multipl_moe
-            raise SystemExit("the package was importable")
-        except ImportError:
-            pass
+    script = NO_PACKAGE_PRELUDE + textwrap.dedent(f"""
         import torch
         from transformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained({str(path)!r}, trust_remote_code=True).eval()
