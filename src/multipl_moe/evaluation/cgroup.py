@@ -34,6 +34,8 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from .runcache import pid_alive
+
 # Joins every cgroup named by the first N arguments, then runs the rest. Exit 125 with this
 # marker on failure, so that the runner can tell it from the program's own failure.
 JOIN_FAILED = "multipl-moe: cannot join the program's cgroup"
@@ -112,16 +114,6 @@ def _under(mount: Path, root: str, path: str) -> Path:
     return mount / rel.lstrip("/")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _rmdir_tree(path: Path) -> None:
     for child in sorted((p for p in path.iterdir() if p.is_dir()), reverse=True):
         _rmdir_tree(child)
@@ -136,7 +128,7 @@ def _sweep_stale(base: Path) -> None:
         return
     for p in entries:
         m = re.fullmatch(_PREFIX + r"(\d+)-[0-9a-f]+", p.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             try:
                 _rmdir_tree(p)
             except OSError:

@@ -237,21 +237,31 @@ def generate(problems: list[dict], backend, sampling: Sampling, out_dir: Path,
     problems were generated now (the others already had their completions). Problems go to the
     backend in chunks of about `chunk_samples` samples, and each chunk's files are written as
     soon as it is done, so an interruption loses at most one chunk."""
+    todo = pending(problems, sampling, out_dir)
+    for chunk, samples in complete_in_chunks(todo, backend, sampling, f"generate {Path(out_dir).name}",
+                                             progress, chunk_samples):
+        for p, completions in zip(chunk, samples):
+            record = {k: p[k] for k in ("name", "language", "prompt", "tests", "stop_tokens")}
+            record.update(temperature=sampling.temperature, top_p=sampling.top_p,
+                          max_tokens=sampling.max_new_tokens, n=sampling.n, completions=completions)
+            formats.write_json_atomic(completion_path(out_dir, p), record)
+    return len(todo)
+
+
+def complete_in_chunks(todo: list[dict], backend, sampling: Sampling, desc: str,
+                       progress: bool = True, chunk_samples: int = 256):
+    """Yield (chunk of problems, their `sampling.n` completions each), chunk by chunk, under one
+    progress bar: callers write each chunk as soon as it is done, so an interruption loses at most
+    one chunk. Problems need `prompt` and `stop_tokens`."""
     from tqdm import tqdm
 
-    todo = pending(problems, sampling, out_dir)
-    per_chunk = max(1, chunk_samples // sampling.n)
-    with tqdm(total=len(todo) * sampling.n, unit="sample", desc=f"generate {Path(out_dir).name}",
-              disable=not progress or not todo, dynamic_ncols=True) as bar:
+    n = sampling.n
+    per_chunk = max(1, chunk_samples // n)
+    with tqdm(total=len(todo) * n, unit="sample", desc=desc, disable=not progress or not todo,
+              dynamic_ncols=True) as bar:
         for c in range(0, len(todo), per_chunk):
             chunk = todo[c:c + per_chunk]
-            prompts = [p["prompt"] for p in chunk for _ in range(sampling.n)]
-            stops = [p["stop_tokens"] for p in chunk for _ in range(sampling.n)]
+            prompts = [p["prompt"] for p in chunk for _ in range(n)]
+            stops = [p["stop_tokens"] for p in chunk for _ in range(n)]
             texts = backend.complete(prompts, stops, sampling, on_batch=bar.update)
-            for j, p in enumerate(chunk):
-                record = {k: p[k] for k in ("name", "language", "prompt", "tests", "stop_tokens")}
-                record.update(temperature=sampling.temperature, top_p=sampling.top_p,
-                              max_tokens=sampling.max_new_tokens, n=sampling.n,
-                              completions=texts[j * sampling.n:(j + 1) * sampling.n])
-                formats.write_json_atomic(completion_path(out_dir, p), record)
-    return len(todo)
+            yield chunk, [texts[j * n:(j + 1) * n] for j in range(len(chunk))]

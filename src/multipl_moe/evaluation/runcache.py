@@ -73,7 +73,7 @@ def remove(path: Path) -> None:
         os.close(fd)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -92,7 +92,7 @@ def sweep(parent_dir: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         m = _PID.match(entry.name)
-        if not m or _alive(int(m.group(1))):
+        if not m or pid_alive(int(m.group(1))):
             continue
         try:
             st = entry.stat(follow_symlinks=False)

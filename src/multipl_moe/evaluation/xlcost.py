@@ -242,7 +242,7 @@ def _drop_torn_tail(path: Path) -> None:
 def generate(problems: list[dict], backend, sampling, folder: Path, settings: dict,
              progress: bool = True, chunk_samples: int = 64) -> dict[int, list[str]]:
     """Completions of every problem (id -> n texts), generating only those not in the journal."""
-    from tqdm import tqdm
+    from .generate import complete_in_chunks
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / JOURNAL
@@ -250,20 +250,13 @@ def generate(problems: list[dict], backend, sampling, folder: Path, settings: di
     done = read_journal(path, settings)
     header = None if path.exists() and path.stat().st_size else {"settings": settings}
     todo = [p for p in problems if p["id"] not in done]
-    per_chunk = max(1, chunk_samples // sampling.n)
-    with tqdm(total=len(todo) * sampling.n, unit="sample", desc=f"generate {folder.name}",
-              disable=not progress or not todo, dynamic_ncols=True) as bar:
-        for c in range(0, len(todo), per_chunk):
-            chunk = todo[c:c + per_chunk]
-            prompts = [p["prompt"] for p in chunk for _ in range(sampling.n)]
-            stops = [p["stop_tokens"] for p in chunk for _ in range(sampling.n)]
-            texts = backend.complete(prompts, stops, sampling, on_batch=bar.update)
-            records = [{"id": p["id"], "text": p["text"],
-                        "completions": texts[j * sampling.n:(j + 1) * sampling.n]}
-                       for j, p in enumerate(chunk)]
-            _append(path, records, header)
-            header = None
-            done.update((r["id"], r["completions"]) for r in records)
+    for chunk, samples in complete_in_chunks(todo, backend, sampling, f"generate {folder.name}",
+                                             progress, chunk_samples):
+        records = [{"id": p["id"], "text": p["text"], "completions": completions}
+                   for p, completions in zip(chunk, samples)]
+        _append(path, records, header)
+        header = None
+        done.update((r["id"], r["completions"]) for r in records)
     return done
 
 
